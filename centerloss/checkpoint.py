@@ -1,0 +1,200 @@
+"""safetensors in and out, with metadata, and the layout of a run folder.
+
+    RUN/model.safetensors              weights + centers of the latest epoch
+    RUN/epochs/epoch_NNN.safetensors   the same for every epoch
+    RUN/features/epoch_NNN.safetensors test (and a train sample of) features, labels, centers
+    RUN/history.jsonl                  one JSON object of metrics per epoch
+
+Every write goes to a temporary file in the same folder and is renamed into place, so a crash
+leaves either the old file or the new one, never half of one. Nothing is ever unpickled."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+
+from .config import Config
+
+FORMAT = "cl-checkpoint/1"
+FEATURES_FORMAT = "cl-features/1"
+
+
+class CheckpointError(Exception):
+    """A checkpoint or snapshot cannot be used; the message says which file and why."""
+
+
+def epoch_name(epoch: int) -> str:
+    return f"epoch_{epoch:03d}.safetensors"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic_write(path, st_save(tensors, metadata=metadata))
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file, or a CheckpointError in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from e
+    return tensors, metadata
+
+
+@dataclass
+class Checkpoint:
+    config: Config
+    epoch: int
+    classes: list[str]
+    model_state: dict[str, torch.Tensor]
+    centers: torch.Tensor
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    metrics: dict = field(default_factory=dict)
+
+
+def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
+    tensors = {f"model.{k}": v for k, v in ckpt.model_state.items()}
+    tensors["centers"] = ckpt.centers
+    metadata = {
+        "format": FORMAT,
+        "config": ckpt.config.to_json(),
+        "epoch": str(ckpt.epoch),
+        "dataset": ckpt.config.dataset,
+        "classes": json.dumps(list(ckpt.classes)),
+        "input_shape": json.dumps(list(ckpt.input_shape)),
+        "metrics": json.dumps(ckpt.metrics),
+    }
+    save_tensors(path, tensors, metadata)
+
+
+def _json(path: Path, metadata: dict[str, str], key: str):
+    if key not in metadata:
+        raise CheckpointError(f"{path}: metadata has no {key!r}; it was not written by cl train")
+    try:
+        return json.loads(metadata[key])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON ({e.msg})") from e
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    tensors, metadata = read_tensors(path)
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a cl checkpoint (metadata format is "
+                              f"{metadata.get('format')!r}, expected {FORMAT!r})")
+    try:
+        config = Config.from_json(metadata.get("config", ""))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad config metadata ({e})") from e
+    classes = _json(path, metadata, "classes")
+    input_shape = _json(path, metadata, "input_shape")
+    metrics = _json(path, metadata, "metrics")
+    try:
+        epoch = int(metadata.get("epoch", ""))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: metadata 'epoch' is not an integer") from e
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{path}: metadata 'classes' must be a non-empty list of names")
+    if not (isinstance(input_shape, list) and len(input_shape) == 3
+            and all(isinstance(v, int) and 0 < v <= 4096 for v in input_shape)):
+        raise CheckpointError(f"{path}: metadata 'input_shape' must be [channels, height, width]")
+    centers = tensors.pop("centers", None)
+    expected = (len(classes), config.feature_dim)
+    if centers is None or tuple(centers.shape) != expected or not centers.is_floating_point():
+        got = None if centers is None else tuple(centers.shape)
+        raise CheckpointError(f"{path}: 'centers' should be a float tensor of shape {expected}, got {got}")
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    return Checkpoint(config, epoch, classes, model_state, centers, input_shape,
+                      metrics if isinstance(metrics, dict) else {})
+
+
+def build_from_checkpoint(ckpt: Checkpoint, path: Path | str = "checkpoint") -> torch.nn.Module:
+    """The model of a checkpoint with its weights, or a CheckpointError if they do not fit."""
+    from .models import build_model
+    c, h, _ = ckpt.input_shape
+    model = build_model(ckpt.config.model, len(ckpt.classes), ckpt.config.feature_dim, c, h)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(ckpt.model_state))
+    extra = sorted(set(ckpt.model_state) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"{path}: weights do not match a {ckpt.config.model} model "
+                              f"(missing {missing[:3]}, unexpected {extra[:3]})")
+    for k, v in expected.items():
+        if v.shape != ckpt.model_state[k].shape:
+            raise CheckpointError(f"{path}: {k} has shape {tuple(ckpt.model_state[k].shape)}, "
+                                  f"a {ckpt.config.model} model with feature dim "
+                                  f"{ckpt.config.feature_dim} needs {tuple(v.shape)}")
+    model.load_state_dict(ckpt.model_state)
+    return model
+
+
+def resolve(run: Path | str = "params", checkpoint: Path | str | None = None, epoch: int | None = None) -> Path:
+    """The checkpoint a command should read: an explicit file, an epoch of a run, or its latest."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    run = Path(run)
+    if epoch is None:
+        return run / "model.safetensors"
+    path = run / "epochs" / epoch_name(epoch)
+    if not path.is_file():
+        have = available_epochs(run)
+        listed = ", ".join(map(str, have)) if have else "none"
+        raise CheckpointError(f"{run} has no epoch {epoch}; epochs present: {listed}")
+    return path
+
+
+def available_epochs(run: Path | str, sub: str = "epochs") -> list[int]:
+    folder = Path(run) / sub
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in folder.glob("epoch_*.safetensors"):
+        try:
+            out.append(int(p.stem.split("_", 1)[1]))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def save_features(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    save_tensors(path, tensors, {"format": FEATURES_FORMAT, **metadata})
+
+
+def append_history(run: Path, record: dict) -> None:
+    """history.jsonl rewritten whole (it is small) through atomic_write, so it is never half a line."""
+    path = Path(run) / "history.jsonl"
+    old = path.read_bytes() if path.is_file() else b""
+    atomic_write(path, old + (json.dumps(record, sort_keys=True) + "\n").encode())
+
+
+def read_history(run: Path | str) -> list[dict]:
+    path = Path(run) / "history.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,76 @@
+"""Every hyper-parameter of a run in one dataclass; it is saved into every checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+MODELS = ("lenetspp", "seed")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+
+@dataclass
+class Config:
+    # method (Wen et al. 2016)
+    lam: float = 0.1            # weight of the center loss; 0 is softmax alone
+    alpha: float = 0.5          # center learning rate of Eq. 4, in (0, 1]
+    # model
+    model: str = "lenetspp"     # lenetspp (the paper's MNIST net) or seed (the blog's lighter net)
+    feature_dim: int = 2        # 2 for plots; wider for real embeddings
+    # data
+    dataset: str = "mnist"
+    data_dir: str = ""          # "" means the cache folder (~/.cache/cl/data)
+    augment: int = 2            # random translation in pixels, 0 to switch off
+    # optimisation: SGD with Nesterov momentum, linear warm-up then cosine decay to 0
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # on the model only; centers never decay
+    warmup_epochs: float = 0.5
+    # run
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"     # auto: bf16 where the device computes it natively, else fp32
+    snapshot_train: int = 10000  # train-split features stored per epoch for plots (0: none)
+
+    def validate(self) -> None:
+        """Raise ValueError with a one-line message naming the bad value and the fix."""
+        if not self.lam >= 0:
+            raise ValueError(f"--lambda must be >= 0 (0 is softmax alone), got {self.lam}")
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"--alpha must be in (0, 1], got {self.alpha}")
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if self.feature_dim < 1:
+            raise ValueError(f"--feature-dim must be at least 1, got {self.feature_dim}")
+        if self.augment < 0:
+            raise ValueError(f"--augment must be >= 0 pixels, got {self.augment}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        """Read a config saved by to_json; unknown keys (from a newer cl) are an error."""
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("config metadata is not a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - names
+        if unknown:
+            raise ValueError(f"config metadata has unknown keys: {', '.join(sorted(unknown))}")
+        cfg = cls(**raw)
+        cfg.validate()
+        return cfg
