@@ -5,6 +5,11 @@ import torch
 from torch import nn
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 features are summed in fp32; fp64 stays fp64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class CenterLoss(nn.Module):
     """L_C = 1/(2m) * sum_i ||x_i - c_{y_i}||^2 over a batch of m features.
 
@@ -32,7 +37,7 @@ class CenterLoss(nn.Module):
         self.register_buffer("centers", torch.zeros(num_classes, feature_dim))
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        x = features.float()
+        x = _at_least_fp32(features)
         diff = x - self.centers.index_select(0, labels)
         loss = 0.5 * diff.pow(2).sum() / x.shape[0]
         if self.training:
@@ -43,7 +48,7 @@ class CenterLoss(nn.Module):
     def center_update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Eq. 4 with a one-hot mask: deterministic (a matmul, no scatter-add) and free of host
         syncs. A class absent from the batch has n_j = 0 and sum 0, so it stays put."""
-        x = features.detach().float()
+        x = _at_least_fp32(features.detach())
         with torch.autocast(x.device.type, enabled=False):  # the sums stay fp32 under bf16 training
             mask = nn.functional.one_hot(labels, self.num_classes).to(x.dtype)   # [m, C]
             counts = mask.sum(0).unsqueeze(1)                                    # [C, 1]

@@ -1,0 +1,53 @@
+import json
+
+from typer.testing import CliRunner
+
+from centerloss import checkpoint as ckpt_io
+from cli.main import app
+
+runner = CliRunner()
+
+
+def test_train_then_eval_json(easy_data, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--model", "seed", "--epochs", "2", "--batch-size", "50",
+                                 "--lr", "0.1", "--data-dir", str(easy_data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [l for l in result.output.splitlines() if l.startswith("epoch ")]
+    assert len(lines) == 2 and "test acc" in lines[-1]
+    history = ckpt_io.read_history(out)
+    result = runner.invoke(app, ["eval", "--run", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["epoch"] == 2 and report["model"] == "seed" and report["lambda"] == 0.1
+    assert abs(report["accuracy"] - history[-1]["test_accuracy"]) < 1e-6
+    assert abs(report["nearest_center_accuracy"] - history[-1]["nearest_center_accuracy"]) < 1e-6
+    assert sum(map(sum, report["confusion"])) == report["samples"] == 200
+    correct = sum(report["confusion"][i][i] for i in range(10))
+    assert abs(correct / 200 - report["accuracy"]) < 1e-6
+    assert report["compactness"] == report["intra_distance"] / report["inter_distance"]
+
+
+def test_train_json_lines_are_one_object_per_epoch(easy_data, tmp_path):
+    result = runner.invoke(app, ["train", "--model", "seed", "--epochs", "1", "--batch-size", "100",
+                                 "--data-dir", str(easy_data), "--out", str(tmp_path / "r"), "--json"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(l) for l in result.output.splitlines()]
+    assert len(records) == 1 and records[0]["epoch"] == 1 and 0 <= records[0]["test_accuracy"] <= 1
+
+
+def test_negative_lambda_is_a_one_line_usage_error(tmp_path):
+    result = runner.invoke(app, ["train", "--lambda", "-1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "--lambda must be >= 0" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_is_not_overwritten_without_asking(easy_data, tmp_path):
+    args = ["train", "--model", "seed", "--epochs", "1", "--batch-size", "200",
+            "--data-dir", str(easy_data), "--out", str(tmp_path / "r")]
+    assert runner.invoke(app, args).exit_code == 0
+    before = (tmp_path / "r" / "model.safetensors").read_bytes()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "already holds a run" in result.output
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() == before

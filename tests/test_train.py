@@ -1,0 +1,62 @@
+import json
+
+import torch
+
+from centerloss import checkpoint as ckpt_io
+from centerloss.config import Config
+from centerloss.train import Callbacks, Schedule, train
+
+
+class Recorder(Callbacks):
+    def __init__(self):
+        self.losses = []
+
+    def on_batch(self, epoch, batch, batches, images, window):
+        self.losses.append(window.read())
+
+
+def test_short_run_learns_and_clusters(easy_data, tmp_path):
+    cfg = Config(model="seed", epochs=4, batch_size=50, lr=0.1, data_dir=str(easy_data), lam=0.1,
+                 snapshot_train=100)
+    rec = Recorder()
+    records = train(cfg, tmp_path / "run", rec)
+    first = sum(ce for ce, _ in rec.losses[:3]) / 3
+    last = sum(ce for ce, _ in rec.losses[-3:]) / 3
+    assert last < 0.6 * first
+    assert records[-1]["nearest_center_accuracy"] > records[0]["nearest_center_accuracy"]
+    assert records[-1]["nearest_center_accuracy"] > 0.9
+    assert records[-1]["test_accuracy"] > 0.5
+    run = tmp_path / "run"
+    assert ckpt_io.available_epochs(run) == [1, 2, 3, 4]
+    assert ckpt_io.available_epochs(run, "features") == [1, 2, 3, 4]
+    history = ckpt_io.read_history(run)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    tensors, meta = ckpt_io.read_tensors(run / "features" / "epoch_004.safetensors")
+    assert tensors["test_features"].shape == (200, 2)
+    assert tensors["train_features"].shape == (100, 2)
+    assert json.loads(meta["metrics"])["test_accuracy"] == history[-1]["test_accuracy"]
+
+
+def test_lambda_zero_still_tracks_centers_but_leaves_features_to_softmax(easy_data, tmp_path):
+    cfg = Config(model="seed", epochs=1, batch_size=100, lr=0.02, data_dir=str(easy_data), lam=0.0,
+                 snapshot_train=0)
+    train(cfg, tmp_path / "run")
+    ckpt = ckpt_io.load_checkpoint(tmp_path / "run" / "model.safetensors")
+    assert ckpt.centers.abs().sum() > 0
+
+
+def test_same_seed_gives_the_same_weights(easy_data, tmp_path):
+    cfg = Config(model="seed", epochs=1, batch_size=100, data_dir=str(easy_data), snapshot_train=0)
+    train(cfg, tmp_path / "a")
+    train(cfg, tmp_path / "b")
+    a = ckpt_io.load_checkpoint(tmp_path / "a" / "model.safetensors")
+    b = ckpt_io.load_checkpoint(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a.model_state[k], b.model_state[k]) for k in a.model_state)
+    assert torch.equal(a.centers, b.centers)
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    s = Schedule(lr=0.1, warmup=10, total=110)
+    assert abs(s(0) - 0.01) < 1e-12 and abs(s(9) - 0.1) < 1e-12
+    assert abs(s(60) - 0.05) < 1e-12
+    assert s(110) == 0.0
