@@ -137,8 +137,10 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, download: bool 
         for train in (True, False):
             getattr(tvd, spec.tv_class)(str(root), train=train, download=True)
     except Exception as e:  # torchvision raises RuntimeError or URLError subclasses offline
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        cause = (lines[-1] if lines else type(e).__name__)[:160]
         raise DataError(_missing_message(name, spec, root, looked,
-                                         f"the download failed ({type(e).__name__})")) from e
+                                         f"the download failed ({cause})")) from e
     return root
 
 

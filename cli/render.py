@@ -13,6 +13,10 @@ from centerloss.train import Callbacks, LossWindow
 REFRESH_S = 0.25   # how often the bar reads the losses back from the device
 
 
+def plural(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
 def epoch_line(r: dict, epochs: int) -> str:
     return (f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  "
             f"ce {r['train_ce']:.4f}  center {r['train_center']:.4f}  "
@@ -48,7 +52,8 @@ class TrainReporter(Callbacks):
         self.console.print(
             f"cl train: {cfg.model} on {dataset.name} ({len(dataset.train):,} train / "
             f"{len(dataset.test):,} test), {cfg.feature_dim}-D features, lambda {cfg.lam:g}, "
-            f"alpha {cfg.alpha:g}, {cfg.epochs} epochs of {batches} batches of {cfg.batch_size}, "
+            f"alpha {cfg.alpha:g}, {plural(cfg.epochs, 'epoch', 'epochs')} of {plural(batches, 'batch', 'batches')} of "
+            f"{cfg.batch_size}, "
             f"{device.type} {precision}", highlight=False)
 
     def on_epoch_start(self, epoch: int, batches: int) -> None:
@@ -56,7 +61,7 @@ class TrainReporter(Callbacks):
             return
         self.progress = Progress(
             TextColumn(f"epoch {epoch}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[speed]}"),
+            TextColumn("  {task.fields[losses]}"), TextColumn("  {task.fields[speed]}"),
             TimeRemainingColumn(), console=self.console, transient=True)
         self.progress.start()
         self.task = self.progress.add_task("train", total=batches, losses="", speed="")
