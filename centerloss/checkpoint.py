@@ -211,11 +211,10 @@ def save_features(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
     save_tensors(path, tensors, {"format": FEATURES_FORMAT, **metadata})
 
 
-def append_history(run: Path, record: dict) -> None:
+def write_history(run: Path, records: list[dict]) -> None:
     """history.jsonl rewritten whole (it is small) through atomic_write, so it is never half a line."""
-    path = Path(run) / "history.jsonl"
-    old = path.read_bytes() if path.is_file() else b""
-    atomic_write(path, old + (json.dumps(record, sort_keys=True) + "\n").encode())
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    atomic_write(Path(run) / "history.jsonl", text.encode())
 
 
 def read_history(run: Path | str) -> list[dict]:
