@@ -2,6 +2,7 @@
 errors), no traceback, and leaves what was on disk as it was."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
@@ -49,6 +50,11 @@ def world(tmp_path_factory) -> dict[str, Path]:
     shutil.copytree(data, paths["truncated_data"])
     images = paths["truncated_data"] / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:1000])
+    paths["truncated_gz"] = root / "truncated_gz"         # Debian's layout: .gz files, no raw/
+    paths["truncated_gz"].mkdir()
+    for idx in (data / "MNIST" / "raw").iterdir():
+        packed = gzip.compress(idx.read_bytes())
+        (paths["truncated_gz"] / (idx.name + ".gz")).write_bytes(packed[:len(packed) // 2])
     paths["file"] = root / "a_file"
     paths["file"].write_text("x")
     paths["cfg"] = cfg
@@ -82,6 +88,8 @@ BAD_INPUTS = [
     ("missing idx files", ["train", "--data-dir", "{empty}/nodata"], 1, "could not find train-images-idx3-ubyte"),
     ("truncated idx file", ["train", "--data-dir", "{truncated_data}", "--out", "{empty}/t"], 1,
      "cannot be read"),
+    ("truncated .gz file", ["train", "--data-dir", "{truncated_gz}", "--out", "{empty}/g"], 1,
+     "Compressed file ended before the end-of-stream marker"),
     ("checkpoint missing", ["eval", "--checkpoint", "{empty}/none.safetensors"], 1, "no such file"),
     ("checkpoint not safetensors", ["eval", "--checkpoint", "{text}"], 1, "not a valid safetensors file"),
     ("checkpoint truncated", ["eval", "--checkpoint", "{truncated}"], 1, "truncated"),
@@ -140,3 +148,11 @@ def test_help_still_works():
     result = invoke(["train", "--help"])
     assert result.exit_code == 0
     assert "--resume" in result.stdout and "--overwrite" in result.stdout
+
+
+def test_truncated_gz_leaves_no_half_file(world, tmp_path):
+    result = invoke(["train", "--data-dir", world["truncated_gz"], "--out", tmp_path / "run"])
+    assert result.exit_code == 1
+    raw = world["truncated_gz"] / "MNIST" / "raw"
+    assert not any(p.name.endswith(".tmp") for p in raw.iterdir())
+    assert not (tmp_path / "run").exists()          # no empty run folder left behind either
