@@ -3,8 +3,9 @@
 Batches are a pure function of (seed, epoch) and the learning rate of the step, so the state
 is what training itself changes: the model, the centers, the optimizer's momentum, where in
 which epoch it stands, what that epoch has summed so far, the history and the RNG. It is
-written after every epoch and when a signal stops a run mid-epoch. Like every cl file it is
-safetensors: the optimizer state is flattened into tensors plus JSON, never pickled."""
+written when a run starts, after every epoch and when a signal stops a run mid-epoch. Like
+every cl file it is safetensors: the optimizer state is flattened into tensors plus JSON,
+never pickled."""
 from __future__ import annotations
 
 import dataclasses

@@ -69,7 +69,8 @@ def train(
         fail(str(e))
     if resume:
         if epoch > cfg.epochs:
-            console.print(f"{out} already has all {cfg.epochs} epochs; pass --epochs N to train longer")
+            (err_console if as_json else console).print(   # --json keeps stdout for JSON only
+                f"{out} already has all {cfg.epochs} epochs; pass --epochs N to train longer")
             return
         if not (quiet or as_json):
             console.print(f"resuming {out} at epoch {epoch}" + (f", batch {batch + 1}" if batch else ""))
