@@ -172,6 +172,7 @@ def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None =
         ckpt_io.write_history(out, history)
     elif overwrite:      # only now: bad flags or data above leave the old run untouched
         runfolder.clear_run(out)
+
     def save_state(progress: EpochProgress) -> Path:
         return resume_mod.save_state(out, resume_mod.capture(
             cfg, progress, history, [1, h, w], model, center_loss.centers, optimizer, device))
