@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
 from .config import Config
+from .safeio import HeaderError, read_header
 
 FORMAT = "cl-checkpoint/1"
 FEATURES_FORMAT = "cl-features/1"
@@ -38,6 +39,12 @@ def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); give it the mode any new file of this user gets,
+        # so a run folder can be shared like one written by plain open().
+        if hasattr(os, "fchmod"):     # POSIX; Windows has no such modes
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -59,6 +66,12 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    try:
+        read_header(path)      # our own checks first: a crafted file gets a reason, not a crash
+    except HeaderError as e:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from e
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
@@ -134,22 +147,34 @@ def load_checkpoint(path: Path) -> Checkpoint:
                       metrics if isinstance(metrics, dict) else {})
 
 
+def check_weights(config: Config, num_classes: int, input_shape: list[int],
+                  state: dict[str, torch.Tensor], path: Path | str) -> None:
+    """CheckpointError unless state holds exactly the weights of the model config describes.
+
+    The model is built on the meta device, shapes only: the weights in the file bound the size
+    of the model we then build, so a forged config cannot make us allocate a giant one."""
+    from .models import build_model
+    c, h, _ = input_shape
+    with torch.device("meta"):
+        expected = build_model(config.model, num_classes, config.feature_dim, c, h).state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"{path}: weights do not match a {config.model} model "
+                              f"(missing {missing[:3]}, unexpected {extra[:3]})")
+    for k, v in expected.items():
+        if v.shape != state[k].shape:
+            raise CheckpointError(f"{path}: {k} has shape {tuple(state[k].shape)}, "
+                                  f"a {config.model} model with feature dim "
+                                  f"{config.feature_dim} needs {tuple(v.shape)}")
+
+
 def build_from_checkpoint(ckpt: Checkpoint, path: Path | str = "checkpoint") -> torch.nn.Module:
     """The model of a checkpoint with its weights, or a CheckpointError if they do not fit."""
     from .models import build_model
+    check_weights(ckpt.config, len(ckpt.classes), ckpt.input_shape, ckpt.model_state, path)
     c, h, _ = ckpt.input_shape
     model = build_model(ckpt.config.model, len(ckpt.classes), ckpt.config.feature_dim, c, h)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(ckpt.model_state))
-    extra = sorted(set(ckpt.model_state) - set(expected))
-    if missing or extra:
-        raise CheckpointError(f"{path}: weights do not match a {ckpt.config.model} model "
-                              f"(missing {missing[:3]}, unexpected {extra[:3]})")
-    for k, v in expected.items():
-        if v.shape != ckpt.model_state[k].shape:
-            raise CheckpointError(f"{path}: {k} has shape {tuple(ckpt.model_state[k].shape)}, "
-                                  f"a {ckpt.config.model} model with feature dim "
-                                  f"{ckpt.config.feature_dim} needs {tuple(v.shape)}")
     model.load_state_dict(ckpt.model_state)
     return model
 
@@ -186,11 +211,10 @@ def save_features(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
     save_tensors(path, tensors, {"format": FEATURES_FORMAT, **metadata})
 
 
-def append_history(run: Path, record: dict) -> None:
+def write_history(run: Path, records: list[dict]) -> None:
     """history.jsonl rewritten whole (it is small) through atomic_write, so it is never half a line."""
-    path = Path(run) / "history.jsonl"
-    old = path.read_bytes() if path.is_file() else b""
-    atomic_write(path, old + (json.dumps(record, sort_keys=True) + "\n").encode())
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    atomic_write(Path(run) / "history.jsonl", text.encode())
 
 
 def read_history(run: Path | str) -> list[dict]:

@@ -5,6 +5,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from .data import DATASETS
+
 MODELS = ("lenetspp", "seed")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -51,6 +53,8 @@ class Config:
             raise ValueError(f"--feature-dim must be at least 1, got {self.feature_dim}")
         if self.augment < 0:
             raise ValueError(f"--augment must be >= 0 pixels, got {self.augment}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
         if self.precision not in PRECISIONS:

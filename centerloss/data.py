@@ -98,9 +98,12 @@ def _stage(found: dict[str, Path], raw: Path) -> None:
             continue
         tmp = dst.with_name(dst.name + ".tmp")
         opener = gzip.open if src.suffix == ".gz" else open
-        with opener(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        os.replace(tmp, dst)
+        try:
+            with opener(src, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            os.replace(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)       # a truncated .gz must not leave half a file
 
 
 def _missing_message(name: str, spec: DatasetSpec, root: Path, looked: list[Path], why: str) -> str:
@@ -127,8 +130,9 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, download: bool 
         if folder != raw or any(p.suffix == ".gz" and not (raw / n).is_file() for n, p in found.items()):
             try:
                 _stage(found, raw)
-            except OSError as e:
-                raise DataError(f"{name}: cannot unpack {folder} into {raw}: {e.strerror or e}") from e
+            except (OSError, EOFError) as e:   # EOFError: a truncated .gz
+                raise DataError(f"{name}: cannot unpack {folder} into {raw} "
+                                f"({getattr(e, 'strerror', None) or e}); fetch the files again") from e
         return root
     if not download:
         raise DataError(_missing_message(name, spec, root, looked, "downloading is off"))

@@ -15,14 +15,16 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt_io
 from . import data as data_mod
+from . import resume as resume_mod
+from . import runfolder
 from .config import Config
+from .errors import Interrupted, TrainError
+from .interrupt import StopRequest, stop_on_signals
 from .loss import CenterLoss
 from .metrics import compactness, nearest_center_accuracy
 from .models import build_model
-
-
-class TrainError(Exception):
-    """Training cannot start or go on; the message says why and what to do."""
+from .resume import EpochProgress
+from .runfolder import check_out_dir
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,9 +81,9 @@ def infer(model: torch.nn.Module, split: data_mod.Split, mean: float, std: float
 class LossWindow:
     """Sums of the cross-entropy and center loss of recent batches, kept on the device."""
 
-    def __init__(self, device: torch.device):
-        self.sums = torch.zeros(2, device=device)
-        self.batches = 0
+    def __init__(self, device: torch.device, sums: torch.Tensor | None = None, batches: int = 0):
+        self.sums = torch.zeros(2, device=device) if sums is None else sums.clone()
+        self.batches = batches
 
     def add(self, ce: torch.Tensor, center: torch.Tensor) -> None:
         self.sums += torch.stack([ce.detach().float(), center.detach().float()])
@@ -135,22 +137,24 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
                            lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
 
 
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    if (out / "model.safetensors").exists() or (out / "history.jsonl").exists():
-        if not overwrite:
-            raise TrainError(f"{out} already holds a run; pass --overwrite to replace it "
-                             f"or --out to train elsewhere")
-
-
 def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None = None,
-          dataset: data_mod.Dataset | None = None, overwrite: bool = False) -> list[dict]:
-    """Train per cfg, write the run folder `out`, return the per-epoch records."""
+          dataset: data_mod.Dataset | None = None, overwrite: bool = False,
+          resume: bool = False) -> list[dict]:
+    """Train per cfg, write the run folder `out`, return the records of all its epochs.
+
+    resume=True continues the run in `out` from RUN/resume.safetensors (cfg: see
+    resume.resume_config). SIGINT or SIGTERM stops at the end of the current batch, saves that
+    state and raises Interrupted."""
     cfg.validate()
     out = Path(out)
     cb = callbacks or Callbacks()
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite, resume)
+    state = resume_mod.load_state(out, cfg) if resume else None
+    history = state.history if state else []
+    if len(history) >= cfg.epochs:
+        return history
     ds = dataset or data_mod.load(cfg.dataset, cfg.data_dir or None, device)
     torch.manual_seed(cfg.seed)
     num_classes = len(ds.classes)
@@ -161,34 +165,77 @@ def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None =
     optimizer = make_optimizer(model, cfg)
     batches = math.ceil(len(ds.train) / cfg.batch_size)
     schedule = Schedule(cfg.lr, int(cfg.warmup_epochs * batches), cfg.epochs * batches)
-    if overwrite:
-        for stale in ("history.jsonl",):
-            (out / stale).unlink(missing_ok=True)
-    cb.on_start(cfg, device, precision, ds, 1)
-    records = []
-    for epoch in range(1, cfg.epochs + 1):
-        record = train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
-                             precision, cb)
-        record.update(evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out))
-        save_epoch(out, model, center_loss, ds, cfg, epoch, record)
-        records.append(record)
-        cb.on_epoch_end(record)
-    return records
+    if state:
+        resume_mod.restore(state, model, center_loss.centers, optimizer, device,
+                           resume_mod.state_path(out))
+        runfolder.remove_temp_files(out)
+        ckpt_io.write_history(out, history)
+    elif overwrite:      # only now: bad flags or data above leave the old run untouched
+        runfolder.clear_run(out)
+
+    def save_state(progress: EpochProgress) -> Path:
+        return resume_mod.save_state(out, resume_mod.capture(
+            cfg, progress, history, [1, h, w], model, center_loss.centers, optimizer, device))
+
+    progress = state.progress if state else EpochProgress(1)
+    if not state:
+        save_state(progress)     # from here on --resume works, even if epoch 1 never ends
+    cb.on_start(cfg, device, precision, ds, progress.epoch)
+    with stop_on_signals() as stop:
+        for epoch in range(progress.epoch, cfg.epochs + 1):
+            record = train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
+                                 precision, cb, progress, stop)
+            if record is None:
+                raise Interrupted(stop.signum, epoch, progress.batch, batches, save_state(progress))
+            record.update(evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out))
+            # In this order a kill anywhere is safe: the epoch's files, then the state that
+            # counts the epoch done, then the history that lists it.
+            save_epoch(out, model, center_loss, ds, cfg, epoch, record)
+            history.append(record)
+            progress = EpochProgress(epoch + 1)
+            saved = save_state(progress)
+            ckpt_io.write_history(out, history)
+            cb.on_epoch_end(record)
+            if stop.requested and epoch < cfg.epochs:
+                raise Interrupted(stop.signum, epoch + 1, 0, batches, saved)
+    return history
 
 
-def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device, precision, cb) -> dict:
+def check_finite(epoch: int, ce: float, center: float, model: torch.nn.Module,
+                 centers: torch.Tensor) -> None:
+    """TrainError if the losses or any weight or center is NaN or infinite. One host sync, so it
+    runs where training waits for the device anyway: at the end of an epoch or of a run that stops.
+    Checking every batch would stall the GPU each step; a NaN, once there, stays in the summed
+    losses and the weights, so the end of the epoch still catches it before anything is saved."""
+    tensors = [p.detach() for p in model.parameters()] + [centers]
+    weights_ok = bool(torch.stack([t.isfinite().all() for t in tensors]).all())
+    if not (math.isfinite(ce) and math.isfinite(center) and weights_ok):
+        raise TrainError(f"epoch {epoch}: the loss became non-finite (cross-entropy {ce}, "
+                         f"center loss {center}{'' if weights_ok else ', weights not finite'}); "
+                         f"train again with a lower --lr or --lambda. "
+                         f"Epochs before {epoch} are saved.")
+
+
+def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device, precision, cb,
+                progress: EpochProgress | None = None, stop: StopRequest | None = None) -> dict | None:
+    """Train one epoch from progress.batch on and return its record, or None if `stop` was
+    requested before its last batch: `progress` then holds where it stopped."""
     model.train()
     center_loss.train()
     batches = math.ceil(len(ds.train) / cfg.batch_size)
-    window, totals = LossWindow(device), LossWindow(device)
+    progress = progress or EpochProgress(epoch)
+    window = LossWindow(device)
+    totals = LossWindow(device, progress.loss_sums, progress.batch)
     keep = math.ceil(cfg.snapshot_train / cfg.batch_size) if cfg.snapshot_train else 0
-    kept_feats, kept_labels = [], []
+    kept_feats, kept_labels = progress.kept_features, progress.kept_labels
     cb.on_epoch_start(epoch, batches)
     start = time.perf_counter()
     seen = 0
     step = (epoch - 1) * batches
+    first = progress.batch
     for i, (x, y) in enumerate(data_mod.train_batches(ds.train, cfg.batch_size, cfg.seed, epoch,
-                                                       cfg.augment, ds.mean, ds.std)):
+                                                       cfg.augment, ds.mean, ds.std, start=first),
+                                 first):
         for group in optimizer.param_groups:
             group["lr"] = schedule(step + i)
         with autocast(device, precision):
@@ -205,13 +252,15 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
             kept_feats.append(features.detach().float())
             kept_labels.append(y)
         seen += y.shape[0]
+        progress.batch = i + 1
         cb.on_batch(epoch, i + 1, batches, seen, window)
+        if stop is not None and stop.requested and i + 1 < batches:
+            progress.loss_sums = totals.sums
+            check_finite(epoch, *(totals.sums / totals.batches).tolist(), model, center_loss.centers)
+            return None
     train_ce, train_center = totals.read()            # waits for the device: the epoch is done
     seconds = time.perf_counter() - start
-    if not (math.isfinite(train_ce) and math.isfinite(train_center)):
-        raise TrainError(f"epoch {epoch}: the loss became non-finite (cross-entropy {train_ce}, "
-                         f"center loss {train_center}); lower --lr or --lambda. "
-                         f"Epochs before {epoch} are saved.")
+    check_finite(epoch, train_ce, train_center, model, center_loss.centers)
     record = {"epoch": epoch, "train_ce": train_ce, "train_center": train_center,
               "train_seconds": seconds, "train_images_per_s": seen / seconds,
               "lr": schedule(step + batches - 1)}
@@ -239,8 +288,8 @@ def evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out) -
 
 
 def save_epoch(out: Path, model, center_loss, ds, cfg, epoch: int, record: dict) -> None:
-    """Snapshot, epoch checkpoint, latest checkpoint, then history: each file atomic, and history
-    last, so a run killed anywhere never lists an epoch whose files are not all there."""
+    """Snapshot, epoch checkpoint, latest checkpoint, each file atomic. train() writes the history
+    after these, so a run killed anywhere never lists an epoch whose files are not all there."""
     test_f, test_y = record.pop("_test_snapshot")
     snap = {"test_features": test_f, "test_labels": test_y, "centers": center_loss.centers}
     train_snap = record.pop("_train_snapshot", None)
@@ -256,4 +305,3 @@ def save_epoch(out: Path, model, center_loss, ds, cfg, epoch: int, record: dict)
                                     [1, h, w], metrics)
     ckpt_io.save_checkpoint(out / "epochs" / ckpt_io.epoch_name(epoch), checkpoint)
     ckpt_io.save_checkpoint(out / "model.safetensors", checkpoint)
-    ckpt_io.append_history(out, record)

@@ -1,18 +1,22 @@
 """The Typer app and what every subcommand shares: consoles and the one-line error."""
 from __future__ import annotations
 
-from typing import NoReturn
+import sys
+from typing import Any, NoReturn, Sequence
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from centerloss import checkpoint as ckpt_io
 from centerloss.data import DataError
 from centerloss.train import TrainError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  pretty_exceptions_enable=False,
-                  help="Train and inspect deep features with softmax + center loss (Wen et al. 2016).")
+try:  # typer vendors click since 0.2x; an older typer raises click's own exceptions
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:
+    from click.exceptions import ClickException, UsageError
+
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -23,3 +27,31 @@ USER_ERRORS = (DataError, TrainError, ckpt_io.CheckpointError, ValueError, OSErr
 def fail(message: str, code: int = 1) -> NoReturn:
     err_console.print(f"error: {message}", markup=False)
     raise typer.Exit(code)
+
+
+class OneLineErrors(TyperGroup):
+    """Typer's own usage errors (unknown option or command, a value of the wrong type) as one
+    `error:` line with exit code 2, like cl's other errors, instead of a Usage/Try/Error block."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        args = sys.argv[1:] if args is None else list(args)
+        if not standalone_mode or not args:      # a bare `cl` shows the help, as Typer does
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as e:
+            where = e.ctx.command_path if isinstance(e, UsageError) and e.ctx else prog_name or "cl"
+            hint = f"; see {where} --help" if isinstance(e, UsageError) else ""
+            message = " ".join(e.format_message().split()).rstrip(".")
+            err_console.print(f"error: {where}: {message}{hint}", markup=False)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            err_console.print("error: aborted", markup=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
+                  rich_markup_mode=None, pretty_exceptions_enable=False,
+                  help="Train and inspect deep features with softmax + center loss (Wen et al. 2016).")

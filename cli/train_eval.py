@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -11,12 +12,19 @@ from rich.table import Table
 from centerloss import checkpoint as ckpt_io
 from centerloss.config import Config
 
-from .app import USER_ERRORS, app, console, fail
+from .app import USER_ERRORS, app, console, err_console, fail
 from .render import TrainReporter, epoch_line
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed this flag (as opposed to Typer filling in its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 @app.command()
 def train(
+    ctx: typer.Context,
     lam: float = typer.Option(0.1, "--lambda", help="Weight of the center loss; 0 trains softmax alone."),
     alpha: float = typer.Option(0.5, help="Center learning rate of Eq. 4, in (0, 1]."),
     epochs: int = typer.Option(Config.epochs, help="Passes over the training split."),
@@ -31,22 +39,52 @@ def train(
     precision: str = typer.Option("auto", help="auto (bf16 where native), fp32 or bf16."),
     seed: int = typer.Option(0, help="Seed of the initial weights, batch order and augmentation."),
     augment: int = typer.Option(Config.augment, help="Random translation in pixels; 0 turns it off."),
-    overwrite: bool = typer.Option(False, help="Replace a run already in --out."),
+    overwrite: bool = typer.Option(False, help="Replace the run already in --out: its checkpoints, "
+                                               "snapshots and history go; other files stay."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last saved state, "
+                                            "with the run's own settings; --epochs may extend it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final line."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per epoch on stdout."),
 ) -> None:
     """Train a CNN with softmax + lambda * center loss and write the run folder."""
+    from centerloss import resume as resume_mod
+    from centerloss.errors import Interrupted
     from centerloss.train import train as run_training
-    cfg = Config(lam=lam, alpha=alpha, epochs=epochs, batch_size=batch_size, lr=lr, model=model,
-                 feature_dim=feature_dim, dataset=dataset, data_dir=str(data_dir or ""),
-                 device=device, precision=precision, seed=seed, augment=augment)
+    values = dict(lam=lam, alpha=alpha, epochs=epochs, batch_size=batch_size, lr=lr, model=model,
+                  feature_dim=feature_dim, dataset=dataset, data_dir=str(data_dir or ""),
+                  device=device, precision=precision, seed=seed, augment=augment)
+    if resume and overwrite:
+        fail("--resume continues the run in --out and --overwrite replaces it; pass only one", 2)
     try:
-        cfg.validate()
+        if resume:
+            saved, epoch, batch = resume_mod.peek(out)
+            cfg = resume_mod.resume_config(saved, {k: v for k, v in values.items() if _given(ctx, k)},
+                                           epoch, batch)
+        else:
+            cfg = Config(**values)
+            cfg.validate()
     except ValueError as e:
         fail(str(e), 2)
+    except USER_ERRORS as e:
+        fail(str(e))
+    if resume:
+        if epoch > cfg.epochs:
+            (err_console if as_json else console).print(   # --json keeps stdout for JSON only
+                f"{out} already has all {cfg.epochs} epochs; pass --epochs N to train longer")
+            return
+        if not (quiet or as_json):
+            console.print(f"resuming {out} at epoch {epoch}" + (f", batch {batch + 1}" if batch else ""))
     reporter = TrainReporter(console, quiet=quiet, as_json=as_json)
     try:
-        records = run_training(cfg, out, reporter, overwrite=overwrite)
+        records = run_training(cfg, out, reporter, overwrite=overwrite, resume=resume)
+    except Interrupted as e:
+        reporter.close()
+        err_console.print(f"{e}; resume with: cl train --resume --out {shlex.quote(str(out))}",
+                          markup=False)
+        raise typer.Exit(128 + e.signum)
+    except KeyboardInterrupt:      # a second Ctrl-C: the user would not wait for the state
+        reporter.close()
+        fail(f"interrupted; the epochs completed so far are saved in {out}", 130)
     except USER_ERRORS as e:
         reporter.close()
         fail(str(e))

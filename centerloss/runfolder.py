@@ -1,0 +1,87 @@
+"""The run folder as a whole: whether it holds a run, whether we can write there, and clearing
+an old run for --overwrite. File formats and single files are checkpoint.py's."""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from . import checkpoint as ckpt_io
+from .errors import TrainError
+
+MODEL = "model.safetensors"
+HISTORY = "history.jsonl"
+RESUME = "resume.safetensors"
+SUBFOLDERS = ("epochs", "features")
+EPOCH_FILE = re.compile(r"epoch_\d{3,}\.safetensors")
+# What atomic_write leaves behind when a process is killed between creating and renaming.
+TEMP_FILE = re.compile(r"\.(model|resume|epoch_\d{3,})\.safetensors\..+\.tmp|\.history\.jsonl\..+\.tmp")
+
+
+def holds_run(out: Path) -> bool:
+    out = Path(out)
+    return (any((out / name).exists() for name in (MODEL, HISTORY, RESUME))
+            or any(ckpt_io.available_epochs(out, sub) for sub in SUBFOLDERS))
+
+
+def check_out_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
+    """TrainError unless training may write into out, before any data is read or work is done."""
+    out = Path(out)
+    if overwrite and resume:
+        raise TrainError("--resume continues the run in --out and --overwrite replaces it; "
+                         "pass only one")
+    if not resume and not overwrite and holds_run(out):
+        raise TrainError(f"{out} already holds a run; pass --resume to continue it, --overwrite "
+                         f"to replace it, or --out to train elsewhere")
+    ensure_writable(out)
+
+
+def ensure_writable(out: Path) -> None:
+    """Prove that files can be created in out (or, if it does not exist yet, in the folder that
+    will hold it) and in its subfolders, so that an unwritable --out fails now rather than after
+    the first epoch's work. Leaves nothing behind, not even an empty folder."""
+    out = Path(out)
+    try:
+        existing = out
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise TrainError(f"cannot write the run folder {out}: {existing} is not a folder; "
+                             f"choose another --out")
+        for folder in (existing, *(out / sub for sub in SUBFOLDERS)):
+            if folder.is_dir():
+                fd, probe = tempfile.mkstemp(prefix=".cl-write-probe.", dir=folder)
+                os.close(fd)
+                os.unlink(probe)
+    except OSError as e:
+        raise TrainError(f"cannot write the run folder {out} ({e.strerror or e}); "
+                         f"choose a writable --out") from e
+
+
+def _ours(folder: Path, pattern: re.Pattern) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if p.is_file() and pattern.fullmatch(p.name)]
+
+
+def remove_temp_files(out: Path) -> None:
+    """Delete the temporary files of writes that a kill interrupted; they are never read."""
+    out = Path(out)
+    for folder in (out, *(out / sub for sub in SUBFOLDERS)):
+        for path in _ours(folder, TEMP_FILE):
+            path.unlink(missing_ok=True)
+
+
+def clear_run(out: Path) -> None:
+    """Remove what `cl train` wrote into out, and nothing else (plots and other files stay).
+
+    Every epoch file goes, not only those past the new run's last epoch: a new run that stops
+    early must not leave the old run's later epochs in the folder, looking like its own."""
+    out = Path(out)
+    for name in (HISTORY, RESUME, MODEL):    # history first: no listed epoch outlives its files
+        (out / name).unlink(missing_ok=True)
+    for sub in SUBFOLDERS:
+        for path in _ours(out / sub, EPOCH_FILE):
+            path.unlink()
+    remove_temp_files(out)
