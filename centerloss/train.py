@@ -15,7 +15,9 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt_io
 from . import data as data_mod
+from . import distributed
 from .config import Config
+from .datasets import dataset_for
 from .loss import CenterLoss
 from .metrics import compactness, nearest_center_accuracy
 from .models import build_model
@@ -63,7 +65,7 @@ def autocast(device: torch.device, precision: str):
 
 
 @torch.inference_mode()
-def infer(model: torch.nn.Module, split: data_mod.Split, mean: float, std: float,
+def infer(model: torch.nn.Module, split: data_mod.Split, mean: data_mod.Stats, std: data_mod.Stats,
           device: torch.device, precision: str, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, logits) of a whole split in fp32, on the device, in large batches."""
     model.eval()
@@ -144,42 +146,65 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 
 def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None = None,
           dataset: data_mod.Dataset | None = None, overwrite: bool = False) -> list[dict]:
-    """Train per cfg, write the run folder `out`, return the per-epoch records."""
+    """Train per cfg, write the run folder `out`, return the per-epoch records.
+
+    Started by torchrun, every rank calls this and trains its shard under DDP; only rank 0
+    reports through the callbacks, evaluates and writes (see distributed.py)."""
     cfg.validate()
-    out = Path(out)
-    cb = callbacks or Callbacks()
-    device = resolve_device(cfg.device)
+    try:
+        ctx = distributed.join(cfg.device)
+    except distributed.DistributedError as e:
+        raise TrainError(str(e)) from e
+    try:
+        return _train(cfg, Path(out), callbacks or Callbacks(), dataset, overwrite, ctx)
+    finally:
+        distributed.leave(ctx)
+
+
+def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | None, overwrite: bool,
+           ctx: distributed.Context) -> list[dict]:
+    device = ctx.device or resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     check_out_dir(out, overwrite)
-    ds = dataset or data_mod.load(cfg.dataset, cfg.data_dir or None, device)
+    if not ctx.is_main:
+        cb = Callbacks()
+    with distributed.main_first(ctx):    # rank 0 alone downloads or unpacks
+        ds = dataset or dataset_for(cfg, device)
     torch.manual_seed(cfg.seed)
     num_classes = len(ds.classes)
-    h, w = ds.train.images.shape[1:]
-    model = build_model(cfg.model, num_classes, cfg.feature_dim, 1, h)
+    c, h, w = ds.input_shape
+    model = build_model(cfg.model, num_classes, cfg.feature_dim, c, h)
     model = model.to(device, memory_format=torch.channels_last)
-    center_loss = CenterLoss(num_classes, cfg.feature_dim, cfg.alpha).to(device)
+    net = distributed.wrap(model, ctx)   # what trains; `model` is what is evaluated and saved
+    center_loss = CenterLoss(num_classes, cfg.feature_dim, cfg.alpha, ctx.group).to(device)
     optimizer = make_optimizer(model, cfg)
-    batches = math.ceil(len(ds.train) / cfg.batch_size)
+    batches = data_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
     schedule = Schedule(cfg.lr, int(cfg.warmup_epochs * batches), cfg.epochs * batches)
-    if overwrite:
+    if overwrite and ctx.is_main:
         for stale in ("history.jsonl",):
             (out / stale).unlink(missing_ok=True)
     cb.on_start(cfg, device, precision, ds, 1)
     records = []
     for epoch in range(1, cfg.epochs + 1):
-        record = train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
-                             precision, cb)
+        record = train_epoch(net, center_loss, optimizer, schedule, ds, cfg, epoch, device,
+                             precision, cb, ctx)
+        if ctx.group is not None:   # the proof that the all-reduced updates kept them equal
+            record["center_spread"] = distributed.spread(center_loss.centers, ctx)
+        records.append(record)
+        if not ctx.is_main:
+            continue
         record.update(evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out))
         save_epoch(out, model, center_loss, ds, cfg, epoch, record)
-        records.append(record)
         cb.on_epoch_end(record)
     return records
 
 
-def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device, precision, cb) -> dict:
+def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device, precision, cb,
+                ctx: distributed.Context = distributed.Context()) -> dict:
     model.train()
     center_loss.train()
-    batches = math.ceil(len(ds.train) / cfg.batch_size)
+    n = len(ds.train)
+    batches = data_mod.batches_per_epoch(n, cfg.batch_size, ctx.world)
     window, totals = LossWindow(device), LossWindow(device)
     keep = math.ceil(cfg.snapshot_train / cfg.batch_size) if cfg.snapshot_train else 0
     kept_feats, kept_labels = [], []
@@ -188,7 +213,9 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
     seen = 0
     step = (epoch - 1) * batches
     for i, (x, y) in enumerate(data_mod.train_batches(ds.train, cfg.batch_size, cfg.seed, epoch,
-                                                       cfg.augment, ds.mean, ds.std)):
+                                                       cfg.augment, ds.mean, ds.std,
+                                                       rank=ctx.rank, world=ctx.world)):
+        m = min(cfg.batch_size, n - i * cfg.batch_size)   # the whole batch, over all ranks
         for group in optimizer.param_groups:
             group["lr"] = schedule(step + i)
         with autocast(device, precision):
@@ -196,6 +223,11 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
         ce = F.cross_entropy(logits.float(), y)
         center = center_loss(features, y)          # also moves the centers by Eq. 4
         loss = ce + cfg.lam * center
+        if ctx.world > 1:
+            # DDP averages the ranks' gradients; weighting each shard's mean by its share of the
+            # batch makes that average the gradient of the whole batch's mean even when the
+            # shards differ by an image
+            loss = loss * (y.shape[0] * ctx.world / m)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -204,8 +236,9 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
         if i < keep:
             kept_feats.append(features.detach().float())
             kept_labels.append(y)
-        seen += y.shape[0]
+        seen += m
         cb.on_batch(epoch, i + 1, batches, seen, window)
+    distributed.average_(totals.sums, ctx)            # every rank sees the same epoch losses
     train_ce, train_center = totals.read()            # waits for the device: the epoch is done
     seconds = time.perf_counter() - start
     if not (math.isfinite(train_ce) and math.isfinite(train_center)):
@@ -251,9 +284,8 @@ def save_epoch(out: Path, model, center_loss, ds, cfg, epoch: int, record: dict)
             "classes": json.dumps(list(ds.classes)), "metrics": json.dumps(metrics)}
     ckpt_io.save_features(out / "features" / ckpt_io.epoch_name(epoch), snap, meta)
     state = {k: v for k, v in model.state_dict().items()}
-    h, w = ds.train.images.shape[1:]
     checkpoint = ckpt_io.Checkpoint(cfg, epoch, list(ds.classes), state, center_loss.centers,
-                                    [1, h, w], metrics)
+                                    ds.input_shape, metrics, ds.normalization())
     ckpt_io.save_checkpoint(out / "epochs" / ckpt_io.epoch_name(epoch), checkpoint)
     ckpt_io.save_checkpoint(out / "model.safetensors", checkpoint)
     ckpt_io.append_history(out, record)
