@@ -82,9 +82,12 @@ def locate(data_dir: str | os.PathLike | None = None, download: bool = True) -> 
         if not download:
             raise DataError(f"cifar10: no {FOLDER} in {root} and downloading is off; {hint}")
         from torchvision.datasets.utils import download_url
+        part = root / f".{archive.name}.part"      # renamed only once whole and checked
         try:
-            download_url(URL, str(root), archive.name, MD5)   # checks the MD5
+            download_url(URL, str(root), part.name, MD5)   # checks the MD5
+            os.replace(part, archive)
         except Exception as e:  # URLError, RuntimeError offline or on a bad checksum
+            part.unlink(missing_ok=True)
             raise DataError(f"cifar10: no {FOLDER} in {root} and the download failed "
                             f"({type(e).__name__}); {hint}") from e
     try:

@@ -5,9 +5,13 @@ import tarfile
 import pytest
 import torch
 
+from centerloss import checkpoint as ckpt_io
 from centerloss import cifar
+from centerloss.config import Config
 from centerloss.data import DataError
 from centerloss.datasets import open_dataset
+from centerloss.evaluate import evaluate_checkpoint
+from centerloss.train import train
 from imagedata import make_cifar_bin
 
 
@@ -68,3 +72,16 @@ def test_the_archive_is_unpacked_without_letting_members_choose_their_path(tmp_p
     assert not (tmp_path / "escaped.txt").exists() and not (root.parent / "escaped.txt").exists()
     assert sorted(p.name for p in (root / "cifar-10-batches-bin").iterdir()) == sorted(
         p.name for p in src.iterdir())
+
+
+def test_a_run_on_cifar10_saves_and_evaluates_rgb_inputs(tmp_path):
+    make_cifar_bin(tmp_path / "data")
+    cfg = Config(dataset="cifar10", data_dir=str(tmp_path / "data"), model="seed", feature_dim=4,
+                 epochs=1, batch_size=25, device="cpu", snapshot_train=0)
+    records = train(cfg, tmp_path / "run")
+    assert len(records) == 1 and records[0]["train_images_per_s"] > 0
+    ckpt = ckpt_io.load_checkpoint(tmp_path / "run" / "model.safetensors")
+    assert ckpt.input_shape == [3, 32, 32]
+    assert ckpt.normalization == {"mean": list(cifar.MEAN), "std": list(cifar.STD)}
+    report = evaluate_checkpoint(tmp_path / "run" / "model.safetensors", device="cpu")
+    assert report["samples"] == 20 and report["accuracy"] == pytest.approx(records[0]["test_accuracy"])
