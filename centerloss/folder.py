@@ -216,8 +216,9 @@ def available_memory() -> int:
 
 def memory_budget(device: torch.device) -> int:
     """Bytes of uint8 pixels kept resident by default: a quarter of the free host memory (the
-    decoded set passes through it) and, on a GPU, of its free memory, leaving the rest to the model."""
-    budget = available_memory() // 4
+    decoded set passes through it), shared by the processes torchrun started on this machine,
+    and on a GPU a quarter of its free memory, leaving the rest to the model."""
+    budget = available_memory() // (4 * int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if device.type == "cuda":
         budget = min(budget, torch.cuda.mem_get_info(device)[0] // 4)
     return budget
