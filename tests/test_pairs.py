@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from centerloss import checkpoint as ckpt_io
-from centerloss.data import DataError
+from centerloss.data import DataError, Split
 from centerloss.datasets import open_dataset
+from centerloss.folder import decode_all
 from centerloss.pairs import evaluate_pairs, normalization_of, read_pairs
 from centerloss.train import infer
 from centerloss.verification import pair_scores, verify_scores
@@ -72,8 +73,6 @@ def test_pairs_through_the_checkpoint_score_like_its_features(run, tmp_path):
     # the same images decoded as the folder data set, through the same model, scored by hand
     ckpt = ckpt_io.load_checkpoint(run_dir / "model.safetensors")
     model = ckpt_io.build_from_checkpoint(ckpt)
-    from centerloss.folder import decode_all
-    from centerloss.data import Split
     split = Split(decode_all([str(f) for f in files], 16, 3, 0), torch.zeros(20, dtype=torch.int64))
     features, _ = infer(model, split, ds.mean, ds.std, torch.device("cpu"), "fp32")
     index = {f: i for i, f in enumerate(files)}
