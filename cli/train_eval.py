@@ -61,6 +61,10 @@ def train(
     except ValueError as e:
         fail(str(e), 2)
     main = is_main_process()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if main and world > 1 and not (quiet or as_json):
+        console.print(f"torchrun: {world} processes under DDP, each training on 1/{world} of "
+                      f"every batch of {batch_size}")
     reporter = TrainReporter(console, quiet=quiet, as_json=as_json)
     try:
         records = run_training(cfg, out, reporter, overwrite=overwrite)

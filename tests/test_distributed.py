@@ -85,6 +85,7 @@ def test_torchrun_two_ranks_train_like_one_process(tmp_path):
     lines = proc.stdout.splitlines()
     assert sum(line.startswith("epoch 1/1") for line in lines) == 1        # rank 0 alone prints
     assert sum(line.startswith("saved ") for line in lines) == 1
+    assert "torchrun: 2 processes under DDP, each training on 1/2 of every batch of 32" in lines
     history = ckpt_io.read_history(tmp_path / "ddp")
     assert len(history) == 1 and history[0]["center_spread"] == 0.0
 
