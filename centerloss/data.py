@@ -77,7 +77,7 @@ class Split:
         """[C, H, W] of one image as the model sees it."""
         if self.images.ndim == 3:
             return [1, *self.images.shape[1:]]
-        n, h, w, c = self.images.shape
+        _, h, w, c = self.images.shape
         return [c, h, w]
 
     def gather_batches(self, order: torch.Tensor, slices: list[slice]
