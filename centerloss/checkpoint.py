@@ -10,6 +10,7 @@ leaves either the old file or the new one, never half of one. Nothing is ever un
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -90,6 +91,9 @@ class Checkpoint:
     centers: torch.Tensor
     input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
     metrics: dict = field(default_factory=dict)
+    # per-channel {"mean": [...], "std": [...]} of the training data, to feed the model images from
+    # elsewhere (cl eval --pairs); empty in checkpoints written before cl stored it
+    normalization: dict = field(default_factory=dict)
 
 
 def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
@@ -104,6 +108,8 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
         "input_shape": json.dumps(list(ckpt.input_shape)),
         "metrics": json.dumps(ckpt.metrics),
     }
+    if ckpt.normalization:
+        metadata["normalization"] = json.dumps(ckpt.normalization)
     save_tensors(path, tensors, metadata)
 
 
@@ -142,9 +148,24 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if centers is None or tuple(centers.shape) != expected or not centers.is_floating_point():
         got = None if centers is None else tuple(centers.shape)
         raise CheckpointError(f"{path}: 'centers' should be a float tensor of shape {expected}, got {got}")
+    normalization = _json(path, metadata, "normalization") if "normalization" in metadata else {}
+    if normalization and not _valid_normalization(normalization, input_shape[0]):
+        raise CheckpointError(f"{path}: metadata 'normalization' must hold {input_shape[0]} "
+                              f"means and {input_shape[0]} positive stds")
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     return Checkpoint(config, epoch, classes, model_state, centers, input_shape,
-                      metrics if isinstance(metrics, dict) else {})
+                      metrics if isinstance(metrics, dict) else {}, normalization)
+
+
+def _valid_normalization(norm, channels: int) -> bool:
+    if not (isinstance(norm, dict) and set(norm) == {"mean", "std"}):
+        return False
+    values = [norm["mean"], norm["std"]]
+    if not all(isinstance(v, list) and len(v) == channels for v in values):
+        return False
+    if not all(isinstance(x, (int, float)) and math.isfinite(x) for v in values for x in v):
+        return False
+    return all(x > 0 for x in norm["std"])
 
 
 def check_weights(config: Config, num_classes: int, input_shape: list[int],

@@ -5,9 +5,9 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from .data import DATASETS
+from .data import DATASET_NAMES
 
-MODELS = ("lenetspp", "seed")
+MODELS = ("lenetspp", "seed", "resnet18")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 
@@ -18,12 +18,16 @@ class Config:
     lam: float = 0.1            # weight of the center loss; 0 is softmax alone
     alpha: float = 0.5          # center learning rate of Eq. 4, in (0, 1]
     # model
-    model: str = "lenetspp"     # lenetspp (the paper's MNIST net) or seed (the blog's lighter net)
+    model: str = "lenetspp"     # lenetspp (the paper's MNIST net), seed (the blog's) or resnet18
     feature_dim: int = 2        # 2 for plots; wider for real embeddings
     # data
     dataset: str = "mnist"
     data_dir: str = ""          # "" means the cache folder (~/.cache/cl/data)
     augment: int = 2            # random translation in pixels, 0 to switch off
+    image_size: int = 0         # folder: side images are resized to (0: 64); built-ins keep theirs
+    channels: int = 0           # folder: 1 or 3 (0: 1 if every image is grayscale, else 3)
+    memory_mb: int = 0          # folder: largest set kept in memory, else streamed (0: 1/4 of free)
+    workers: int = -1           # folder: image-decoding processes (-1: cores - 1, at most 8)
     # optimisation: SGD with Nesterov momentum, linear warm-up then cosine decay to 0
     epochs: int = 12
     batch_size: int = 128
@@ -53,8 +57,17 @@ class Config:
             raise ValueError(f"--feature-dim must be at least 1, got {self.feature_dim}")
         if self.augment < 0:
             raise ValueError(f"--augment must be >= 0 pixels, got {self.augment}")
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASETS)}")
+        if self.dataset not in DATASET_NAMES:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASET_NAMES)}")
+        if self.image_size < 0 or 0 < self.image_size < 8:
+            raise ValueError(f"--image-size must be at least 8 pixels (0: the data set's own), "
+                             f"got {self.image_size}")
+        if self.channels not in (0, 1, 3):
+            raise ValueError(f"--channels must be 1, 3 or 0 (auto), got {self.channels}")
+        if self.memory_mb < 0:
+            raise ValueError(f"--memory-mb must be >= 0 (0: a quarter of free memory), got {self.memory_mb}")
+        if self.workers < -1:
+            raise ValueError(f"--workers must be >= 0, or -1 for cores - 1, got {self.workers}")
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
         if self.precision not in PRECISIONS:

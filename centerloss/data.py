@@ -1,13 +1,18 @@
 """Datasets as uint8 tensors on the training device; batching, normalisation and augmentation
-done on whole batches on that device, so no per-sample Python or PIL work sits in the loop."""
+done on whole batches on that device, so no per-sample Python or PIL work sits in the loop.
+
+Images are uint8 [N, H, W] when they have one channel (no channel axis, so the MNIST path makes
+no extra copy) and [N, H, W, C] when they have more: channels last, as the files store them, and
+a permute of such a batch is already the channels_last layout the models run in."""
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -51,28 +56,69 @@ def default_data_dir() -> Path:
     return Path(base) / "cl" / "data"
 
 
+# Per-channel statistics: a float for one channel (the MNIST family), a tuple for several.
+Stats = float | Sequence[float]
+
+# Every --dataset name: the idx family above, then the ones with loaders of their own.
+DATASET_NAMES = (*DATASETS, "cifar10", "folder")
+
+
 @dataclass
 class Split:
-    images: torch.Tensor        # uint8 [N, H, W] (grayscale) on the device
+    """A split held whole in memory, on the device."""
+    images: torch.Tensor        # uint8 [N, H, W] (one channel) or [N, H, W, C], on the device
     labels: torch.Tensor        # int64 [N] on the device
 
     def __len__(self) -> int:
         return self.labels.shape[0]
+
+    @property
+    def image_shape(self) -> list[int]:
+        """[C, H, W] of one image as the model sees it."""
+        if self.images.ndim == 3:
+            return [1, *self.images.shape[1:]]
+        _, h, w, c = self.images.shape
+        return [c, h, w]
+
+    def gather_batches(self, order: torch.Tensor, slices: list[slice]
+                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images, indices on the device) of order[s] for each slice s; the order crosses
+        to the device once, and each batch is one gather there."""
+        order = order.to(self.labels.device, non_blocking=True)
+        for s in slices:
+            idx = order[s]
+            yield self.images.index_select(0, idx), idx
+
+    def ordered_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images, labels) in order: views, no copy."""
+        for lo in range(0, len(self), batch_size):
+            yield self.images[lo:lo + batch_size], self.labels[lo:lo + batch_size]
 
 
 @dataclass
 class Dataset:
     name: str
     classes: tuple[str, ...]
-    mean: float
-    std: float
-    train: Split
+    mean: Stats
+    std: Stats
+    train: Split                # or folder.StreamedSplit, which has the same methods
     test: Split
 
     def split(self, name: str) -> Split:
         if name not in ("train", "test"):
             raise ValueError(f"unknown split {name!r}; choose train or test")
         return self.train if name == "train" else self.test
+
+    @property
+    def input_shape(self) -> list[int]:
+        return self.train.image_shape
+
+    def normalization(self) -> dict[str, list[float]]:
+        """Per-channel mean and std, as a checkpoint stores them for images from elsewhere."""
+        c = self.input_shape[0]
+        def per_channel(v: Stats) -> list[float]:
+            return [float(v)] * c if isinstance(v, (int, float)) else [float(x) for x in v]
+        return {"mean": per_channel(self.mean), "std": per_channel(self.std)}
 
 
 def _find_raw(folder: Path) -> dict[str, Path] | None:
@@ -118,7 +164,7 @@ def _missing_message(name: str, spec: DatasetSpec, root: Path, looked: list[Path
 def locate(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
     """Root folder holding <Class>/raw/<idx files> for torchvision, staging or downloading if needed."""
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
     spec = DATASETS[name]
     root = Path(data_dir) if data_dir else default_data_dir()
     raw = root / spec.tv_class / "raw"
@@ -172,17 +218,40 @@ def load(name: str, data_dir: str | os.PathLike | None = None, device: torch.dev
     return Dataset(name, spec.classes, spec.mean, spec.std, splits["train"], splits["test"])
 
 
-def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """uint8 [B, H, W] -> float [B, 1, H, W], zero mean and unit variance over the dataset."""
-    return images.unsqueeze(1).float().sub_(mean * 255.0).div_(std * 255.0)
+@functools.lru_cache(maxsize=16)
+def _channel_tensors(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """[1, C, 1, 1] shift and scale on the device, made once per (stats, device): a fresh small
+    tensor per batch would be a host-to-device copy in the loop."""
+    def column(v):
+        return torch.tensor([x * 255.0 for x in v], device=device).view(1, -1, 1, 1)
+    return column(mean), column(std)
+
+
+def normalize(images: torch.Tensor, mean: Stats, std: Stats) -> torch.Tensor:
+    """uint8 [B, H, W] -> float [B, 1, H, W], or uint8 [B, H, W, C] -> float [B, C, H, W] in
+    channels_last memory; zero mean and unit variance per channel over the dataset."""
+    if images.ndim == 3:
+        m = mean if isinstance(mean, (int, float)) else mean[0]
+        s = std if isinstance(std, (int, float)) else std[0]
+        return images.unsqueeze(1).float().sub_(m * 255.0).div_(s * 255.0)
+    c = images.shape[3]
+    means = (float(mean),) * c if isinstance(mean, (int, float)) else tuple(map(float, mean))
+    stds = (float(std),) * c if isinstance(std, (int, float)) else tuple(map(float, std))
+    if len(means) != c or len(stds) != c:
+        raise ValueError(f"{c}-channel images need {c} means and stds, got {len(means)} and {len(stds)}")
+    shift, scale = _channel_tensors(means, stds, images.device)
+    return images.permute(0, 3, 1, 2).float().sub_(shift).div_(scale)
 
 
 def translate(images: torch.Tensor, shifts: torch.Tensor, pad: int) -> torch.Tensor:
-    """Shift each image of a uint8 [B, H, W] batch by its own (dy, dx) in [-pad, pad], zero-filled.
+    """Shift each image of a uint8 [B, H, W] or [B, H, W, C] batch by its own (dy, dx) in
+    [-pad, pad], zero-filled.
 
     One gather for the whole batch: no per-sample Python, no interpolation."""
-    b, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    b, h, w = images.shape[:3]
+    spatial = (pad, pad, pad, pad) if images.ndim == 3 else (0, 0, pad, pad, pad, pad)
+    padded = torch.nn.functional.pad(images, spatial)
     rows = torch.arange(h, device=images.device) + (pad - shifts[:, 0:1])   # [B, H]
     cols = torch.arange(w, device=images.device) + (pad - shifts[:, 1:2])   # [B, W]
     batch = torch.arange(b, device=images.device)[:, None, None]
@@ -195,29 +264,48 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def batch_slices(n: int, batch_size: int, start: int = 0, rank: int = 0, world: int = 1) -> list[slice]:
+    """Positions in the epoch's order of each batch this rank trains on.
+
+    Batch b covers [b * batch_size, (b + 1) * batch_size); under DDP rank r takes every world-th
+    image of it from r on, so the ranks together train on exactly the single-process batch. The
+    last partial batch is kept unless it has fewer than two images per rank: BatchNorm cannot
+    train on one value per channel, and every rank must take part in every step."""
+    slices = [slice(lo + rank, min(lo + batch_size, n), world)
+              for lo in range(0, n, batch_size)]
+    if slices and n % batch_size and n % batch_size < 2 * world:
+        slices.pop()
+    return slices[start:]
+
+
+def batches_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
+    return len(batch_slices(n, batch_size, 0, 0, world))
+
+
 def train_batches(split: Split, batch_size: int, seed: int, epoch: int, augment: int,
-                  mean: float, std: float, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                  mean: Stats, std: Stats, start: int = 0, rank: int = 0, world: int = 1
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised (and augmented) batches of one epoch, drawn from a seeded permutation.
 
     The permutation and shifts are drawn once per epoch on the CPU and copied to the device in one
-    transfer each, so the loop itself never talks to the host. The last partial batch is kept."""
+    transfer each, so the loop itself never talks to the host. Under DDP (world > 1) each rank
+    draws the same permutation and yields its shard of every batch (see batch_slices)."""
     n = len(split)
     g = epoch_generator(seed, epoch)
-    order = torch.randperm(n, generator=g).to(split.labels.device, non_blocking=True)
+    order = torch.randperm(n, generator=g)
     shifts = None
     if augment:
         shifts = torch.randint(-augment, augment + 1, (n, 2), generator=g)
         shifts = shifts.to(split.labels.device, non_blocking=True)
-    for lo in range(start * batch_size, n, batch_size):
-        idx = order[lo:lo + batch_size]
-        images = split.images.index_select(0, idx)
+    slices = batch_slices(n, batch_size, start, rank, world)
+    for s, (images, idx) in zip(slices, split.gather_batches(order, slices)):
         if shifts is not None:
-            images = translate(images, shifts[lo:lo + batch_size], augment)
+            images = translate(images, shifts[s], augment)
         yield normalize(images, mean, std), split.labels.index_select(0, idx)
 
 
-def eval_batches(split: Split, batch_size: int, mean: float, std: float
+def eval_batches(split: Split, batch_size: int, mean: Stats, std: Stats
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The split in order, normalised, without augmentation."""
-    for lo in range(0, len(split), batch_size):
-        yield normalize(split.images[lo:lo + batch_size], mean, std), split.labels[lo:lo + batch_size]
+    for images, labels in split.ordered_batches(batch_size):
+        yield normalize(images, mean, std), labels

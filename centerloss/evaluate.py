@@ -4,25 +4,37 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import checkpoint as ckpt_io
-from . import data as data_mod
+from .datasets import dataset_for
 from .metrics import summarize
 from .train import infer, resolve_device, resolve_precision
+from .verification import verify_features
 
 
 def evaluate_checkpoint(path: Path | str, data_dir: str | None = None, device: str = "auto",
-                        precision: str = "auto") -> dict:
-    """Every metric of `cl eval` for one checkpoint; architecture and dataset come from its metadata."""
+                        precision: str = "auto", verify_pairs: int = 0, pair_seed: int = 0,
+                        metric: str = "cosine", folds: int = 10) -> dict:
+    """Every metric of `cl eval` for one checkpoint; architecture and dataset come from its metadata.
+
+    verify_pairs > 0 adds face-style verification on that many pairs drawn with pair_seed from
+    the test split, which training never saw (report["verification"])."""
     ckpt = ckpt_io.load_checkpoint(Path(path))
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     model = ckpt_io.build_from_checkpoint(ckpt, path).to(dev)
     cfg = ckpt.config
-    ds = data_mod.load(cfg.dataset, data_dir or cfg.data_dir or None, dev)
+    ds = dataset_for(cfg, dev, data_dir)
     if list(ds.classes) != list(ckpt.classes):
         raise ckpt_io.CheckpointError(f"{path}: its classes do not match the {cfg.dataset} data set")
-    features, logits = infer(model, ds.test, ds.mean, ds.std, dev, prec)
+    if list(ds.input_shape) != list(ckpt.input_shape):
+        raise ckpt_io.CheckpointError(f"{path}: it takes {ckpt.input_shape} inputs, the data set "
+                                      f"gives {ds.input_shape}")
+    norm = ckpt.normalization or ds.normalization()     # as trained, when the checkpoint says
+    features, logits = infer(model, ds.test, norm["mean"], norm["std"], dev, prec)
     report = summarize(features, logits, ds.test.labels, ckpt.centers.to(dev), ckpt.classes)
     report.update({"checkpoint": str(path), "epoch": ckpt.epoch, "dataset": cfg.dataset,
                    "model": cfg.model, "feature_dim": cfg.feature_dim, "lambda": cfg.lam,
                    "alpha": cfg.alpha})
+    if verify_pairs:
+        result = verify_features(features, ds.test.labels, verify_pairs, pair_seed, metric, folds)
+        report["verification"] = {"metric": metric, "seed": pair_seed, **result.summary}
     return report

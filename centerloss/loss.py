@@ -26,14 +26,21 @@ class CenterLoss(nn.Module):
 
         center_loss = CenterLoss(num_classes=10, feature_dim=2)
         loss = F.cross_entropy(logits, y) + 0.1 * center_loss(features, y)
+
+    Under DistributedDataParallel pass the process group: the per-class sums and counts of Eq. 4
+    are then all-reduced across ranks (one collective per step, queued on the device like DDP's
+    own, no host sync), so every rank applies the update of the combined batch and the centers
+    stay identical everywhere. Without a group nothing changes.
     """
 
-    def __init__(self, num_classes: int, feature_dim: int, alpha: float = 0.5):
+    def __init__(self, num_classes: int, feature_dim: int, alpha: float = 0.5,
+                 process_group: "torch.distributed.ProcessGroup | None" = None):
         super().__init__()
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
         self.num_classes = num_classes
         self.alpha = alpha
+        self.process_group = process_group
         self.register_buffer("centers", torch.zeros(num_classes, feature_dim))
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -53,6 +60,10 @@ class CenterLoss(nn.Module):
             mask = nn.functional.one_hot(labels, self.num_classes).to(x.dtype)   # [m, C]
             counts = mask.sum(0).unsqueeze(1)                                    # [C, 1]
             sums = mask.t() @ x                                                  # [C, D]
+            if self.process_group is not None:
+                stats = torch.cat([sums, counts], 1)      # one all-reduce for both
+                torch.distributed.all_reduce(stats, group=self.process_group)
+                sums, counts = stats[:, :-1], stats[:, -1:]
         delta = (counts * self.centers - sums) / (1.0 + counts)
         self.centers.sub_(self.alpha * delta)
 

@@ -1,6 +1,6 @@
-"""LeNets++ (Wen et al. 2016, the MNIST net) and the seed blog's lighter net.
+"""LeNets++ (Wen et al. 2016, the MNIST net), the seed blog's lighter net, and ResNet-18.
 
-Both return (features, logits): the features are the layer that center loss acts on."""
+All return (features, logits): the features are the layer that center loss acts on."""
 from __future__ import annotations
 
 import torch
@@ -56,7 +56,37 @@ class SeedNet(nn.Module):
         return features, self.classifier(features)
 
 
-MODEL_CLASSES = {"lenetspp": LeNetsPP, "seed": SeedNet}
+class ResNet18(nn.Module):
+    """torchvision's ResNet-18 (weights=None) for small images, with an embedding layer.
+
+    The ImageNet stem (7x7 stride-2 conv, then max-pooling) would shrink a 32x32 image to 8x8
+    before the first block; a 3x3 stride-1 conv and no pooling keep the four stages at 32, 16, 8
+    and 4 pixels, as ResNets for CIFAR do. Each block's last BatchNorm starts at zero, so a block
+    starts as the identity (Goyal et al. 2017): deep nets then train from the first step.
+
+    The embedding is Linear(512, feature_dim) + BatchNorm, not PReLU: BatchNorm fixes the scale
+    of every feature dimension, so center loss can only tighten classes relative to the spread
+    between them and cannot shrink the whole space towards zero, while the sign of a feature is
+    left free (verification compares them by angle or distance, never through a rectifier)."""
+
+    def __init__(self, num_classes: int = 10, feature_dim: int = 128, in_channels: int = 3,
+                 image_size: int = 32):
+        super().__init__()
+        from torchvision.models import resnet18   # imported here: it is slow and few runs need it
+        body = resnet18(weights=None, zero_init_residual=True)
+        body.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        body.maxpool = nn.Identity()
+        body.fc = nn.Identity()                   # the body ends at the 512-D pooled vector
+        self.body = body
+        self.feature = nn.Sequential(nn.Linear(512, feature_dim, bias=False), nn.BatchNorm1d(feature_dim))
+        self.classifier = nn.Linear(feature_dim, num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.feature(self.body(x))
+        return features, self.classifier(features)
+
+
+MODEL_CLASSES = {"lenetspp": LeNetsPP, "seed": SeedNet, "resnet18": ResNet18}
 
 
 def build_model(name: str, num_classes: int = 10, feature_dim: int = 2, in_channels: int = 1,

@@ -15,9 +15,11 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt_io
 from . import data as data_mod
+from . import distributed
 from . import resume as resume_mod
 from . import runfolder
 from .config import Config
+from .datasets import dataset_for
 from .errors import Interrupted, TrainError
 from .interrupt import StopRequest, stop_on_signals
 from .loss import CenterLoss
@@ -65,7 +67,7 @@ def autocast(device: torch.device, precision: str):
 
 
 @torch.inference_mode()
-def infer(model: torch.nn.Module, split: data_mod.Split, mean: float, std: float,
+def infer(model: torch.nn.Module, split: data_mod.Split, mean: data_mod.Stats, std: data_mod.Stats,
           device: torch.device, precision: str, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, logits) of a whole split in fp32, on the device, in large batches."""
     model.eval()
@@ -144,38 +146,58 @@ def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None =
 
     resume=True continues the run in `out` from RUN/resume.safetensors (cfg: see
     resume.resume_config). SIGINT or SIGTERM stops at the end of the current batch, saves that
-    state and raises Interrupted."""
+    state and raises Interrupted. Started by torchrun, every rank calls this and trains its shard
+    under DDP; only rank 0 reports through the callbacks, evaluates and writes (distributed.py)."""
     cfg.validate()
-    out = Path(out)
-    cb = callbacks or Callbacks()
-    device = resolve_device(cfg.device)
+    try:
+        ctx = distributed.join(cfg.device)
+    except distributed.DistributedError as e:
+        raise TrainError(str(e)) from e
+    try:
+        return _train(cfg, Path(out), callbacks or Callbacks(), dataset, overwrite, resume, ctx)
+    finally:
+        distributed.leave(ctx)
+
+
+def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | None, overwrite: bool,
+           resume: bool, ctx: distributed.Context) -> list[dict]:
+    device = ctx.device or resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     check_out_dir(out, overwrite, resume)
     state = resume_mod.load_state(out, cfg) if resume else None
     history = state.history if state else []
     if len(history) >= cfg.epochs:
         return history
-    ds = dataset or data_mod.load(cfg.dataset, cfg.data_dir or None, device)
+    if not ctx.is_main:
+        cb = Callbacks()
+    with distributed.main_first(ctx):    # rank 0 alone downloads or unpacks
+        ds = dataset or dataset_for(cfg, device)
     torch.manual_seed(cfg.seed)
     num_classes = len(ds.classes)
-    h, w = ds.train.images.shape[1:]
-    model = build_model(cfg.model, num_classes, cfg.feature_dim, 1, h)
+    c, h, w = ds.input_shape
+    model = build_model(cfg.model, num_classes, cfg.feature_dim, c, h)
     model = model.to(device, memory_format=torch.channels_last)
-    center_loss = CenterLoss(num_classes, cfg.feature_dim, cfg.alpha).to(device)
+    net = distributed.wrap(model, ctx)   # what trains; `model` is what is evaluated and saved
+    center_loss = CenterLoss(num_classes, cfg.feature_dim, cfg.alpha, ctx.group).to(device)
     optimizer = make_optimizer(model, cfg)
-    batches = math.ceil(len(ds.train) / cfg.batch_size)
+    batches = data_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
     schedule = Schedule(cfg.lr, int(cfg.warmup_epochs * batches), cfg.epochs * batches)
     if state:
         resume_mod.restore(state, model, center_loss.centers, optimizer, device,
                            resume_mod.state_path(out))
-        runfolder.remove_temp_files(out)
-        ckpt_io.write_history(out, history)
-    elif overwrite:      # only now: bad flags or data above leave the old run untouched
+        if ctx.is_main:
+            runfolder.remove_temp_files(out)
+            ckpt_io.write_history(out, history)
+    elif overwrite and ctx.is_main:      # only now: bad flags or data above leave the old run untouched
         runfolder.clear_run(out)
 
     def save_state(progress: EpochProgress) -> Path:
-        return resume_mod.save_state(out, resume_mod.capture(
-            cfg, progress, history, [1, h, w], model, center_loss.centers, optimizer, device))
+        path = resume_mod.state_path(out)
+        if ctx.is_main:
+            path = resume_mod.save_state(out, resume_mod.capture(
+                cfg, progress, history, list(ds.input_shape), model, center_loss.centers,
+                optimizer, device))
+        return path
 
     progress = state.progress if state else EpochProgress(1)
     if not state:
@@ -183,16 +205,21 @@ def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None =
     cb.on_start(cfg, device, precision, ds, progress.epoch)
     with stop_on_signals() as stop:
         for epoch in range(progress.epoch, cfg.epochs + 1):
-            record = train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
-                                 precision, cb, progress, stop)
+            record = train_epoch(net, center_loss, optimizer, schedule, ds, cfg, epoch, device,
+                                 precision, cb, progress, stop, ctx)
             if record is None:
                 raise Interrupted(stop.signum, epoch, progress.batch, batches, save_state(progress))
+            if ctx.group is not None:   # the proof that the all-reduced updates kept them equal
+                record["center_spread"] = distributed.spread(center_loss.centers, ctx)
+            progress = EpochProgress(epoch + 1)
+            if not ctx.is_main:
+                history.append(record)
+                continue
             record.update(evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out))
             # In this order a kill anywhere is safe: the epoch's files, then the state that
             # counts the epoch done, then the history that lists it.
             save_epoch(out, model, center_loss, ds, cfg, epoch, record)
             history.append(record)
-            progress = EpochProgress(epoch + 1)
             saved = save_state(progress)
             ckpt_io.write_history(out, history)
             cb.on_epoch_end(record)
@@ -217,12 +244,14 @@ def check_finite(epoch: int, ce: float, center: float, model: torch.nn.Module,
 
 
 def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device, precision, cb,
-                progress: EpochProgress | None = None, stop: StopRequest | None = None) -> dict | None:
+                progress: EpochProgress | None = None, stop: StopRequest | None = None,
+                ctx: distributed.Context = distributed.Context()) -> dict | None:
     """Train one epoch from progress.batch on and return its record, or None if `stop` was
     requested before its last batch: `progress` then holds where it stopped."""
     model.train()
     center_loss.train()
-    batches = math.ceil(len(ds.train) / cfg.batch_size)
+    n = len(ds.train)
+    batches = data_mod.batches_per_epoch(n, cfg.batch_size, ctx.world)
     progress = progress or EpochProgress(epoch)
     window = LossWindow(device)
     totals = LossWindow(device, progress.loss_sums, progress.batch)
@@ -234,8 +263,9 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
     step = (epoch - 1) * batches
     first = progress.batch
     for i, (x, y) in enumerate(data_mod.train_batches(ds.train, cfg.batch_size, cfg.seed, epoch,
-                                                       cfg.augment, ds.mean, ds.std, start=first),
-                                 first):
+                                                       cfg.augment, ds.mean, ds.std, start=first,
+                                                       rank=ctx.rank, world=ctx.world), first):
+        m = min(cfg.batch_size, n - i * cfg.batch_size)   # the whole batch, over all ranks
         for group in optimizer.param_groups:
             group["lr"] = schedule(step + i)
         with autocast(device, precision):
@@ -243,6 +273,11 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
         ce = F.cross_entropy(logits.float(), y)
         center = center_loss(features, y)          # also moves the centers by Eq. 4
         loss = ce + cfg.lam * center
+        if ctx.world > 1:
+            # DDP averages the ranks' gradients; weighting each shard's mean by its share of the
+            # batch makes that average the gradient of the whole batch's mean even when the
+            # shards differ by an image
+            loss = loss * (y.shape[0] * ctx.world / m)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -251,13 +286,14 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
         if i < keep:
             kept_feats.append(features.detach().float())
             kept_labels.append(y)
-        seen += y.shape[0]
+        seen += m
         progress.batch = i + 1
         cb.on_batch(epoch, i + 1, batches, seen, window)
         if stop is not None and stop.requested and i + 1 < batches:
             progress.loss_sums = totals.sums
             check_finite(epoch, *(totals.sums / totals.batches).tolist(), model, center_loss.centers)
             return None
+    distributed.average_(totals.sums, ctx)            # every rank sees the same epoch losses
     train_ce, train_center = totals.read()            # waits for the device: the epoch is done
     seconds = time.perf_counter() - start
     check_finite(epoch, train_ce, train_center, model, center_loss.centers)
@@ -300,8 +336,7 @@ def save_epoch(out: Path, model, center_loss, ds, cfg, epoch: int, record: dict)
             "classes": json.dumps(list(ds.classes)), "metrics": json.dumps(metrics)}
     ckpt_io.save_features(out / "features" / ckpt_io.epoch_name(epoch), snap, meta)
     state = {k: v for k, v in model.state_dict().items()}
-    h, w = ds.train.images.shape[1:]
     checkpoint = ckpt_io.Checkpoint(cfg, epoch, list(ds.classes), state, center_loss.centers,
-                                    [1, h, w], metrics)
+                                    ds.input_shape, metrics, ds.normalization())
     ckpt_io.save_checkpoint(out / "epochs" / ckpt_io.epoch_name(epoch), checkpoint)
     ckpt_io.save_checkpoint(out / "model.safetensors", checkpoint)

@@ -6,6 +6,7 @@ import sys
 import time
 
 from rich.console import Console
+from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from centerloss.train import Callbacks, LossWindow
@@ -94,3 +95,18 @@ class TrainReporter(Callbacks):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def print_verification(console: Console, v: dict, source: str) -> None:
+    """The verification figures of `cl eval --verify` or `--pairs`, one per row."""
+    console.print(f"verification: {v['pairs']:,} pairs ({v['matching']:,} matching), {source}")
+    table = Table(show_header=False, box=None)
+    table.add_row("ROC AUC", f"{v['auc']:.4f}")
+    table.add_row("equal error rate", f"{v['eer']:.2%}")
+    for far, tar in v["tar_at_far"].items():
+        # below 1 / (non-matching pairs) a false accept rate cannot be measured, only bounded
+        note = "  (too few non-matching pairs to measure)" if float(far) < v["far_resolution"] else ""
+        table.add_row(f"TAR at FAR {far}", f"{tar:.2%}{note}")
+    table.add_row(f"{v['folds']}-fold accuracy", f"{v['accuracy']:.2%} +- {v['accuracy_std']:.2%}")
+    table.add_row("mean best threshold", f"{v['threshold']:.4f}")
+    console.print(table)

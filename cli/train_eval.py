@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Optional
@@ -13,7 +14,9 @@ from centerloss import checkpoint as ckpt_io
 from centerloss.config import Config
 
 from .app import USER_ERRORS, app, console, err_console, fail
-from .render import TrainReporter, epoch_line
+from .render import TrainReporter, epoch_line, print_verification
+
+MAX_CONFUSION_CLASSES = 30   # a wider confusion table does not fit a terminal
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -30,10 +33,17 @@ def train(
     epochs: int = typer.Option(Config.epochs, help="Passes over the training split."),
     batch_size: int = typer.Option(Config.batch_size, help="Images per batch."),
     lr: float = typer.Option(Config.lr, help="Peak learning rate (SGD, Nesterov, cosine decay)."),
-    model: str = typer.Option("lenetspp", help="lenetspp (the paper's net) or seed (the blog's lighter net)."),
-    feature_dim: int = typer.Option(2, help="Size of the feature layer; 2 can be plotted."),
-    dataset: str = typer.Option("mnist", help="mnist, fashion-mnist or kmnist."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder with the raw idx files [default: ~/.cache/cl/data]."),
+    model: str = typer.Option("lenetspp", help="lenetspp (the paper's net), seed (the blog's lighter net) "
+                                               "or resnet18 (torchvision's, for small images)."),
+    feature_dim: int = typer.Option(2, help="Size of the feature layer; 2 can be plotted, 128 or 512 for verification."),
+    dataset: str = typer.Option("mnist", help="mnist, fashion-mnist, kmnist, cifar10 or folder."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the data set's files [default: ~/.cache/cl/data]; "
+                                                       "for --dataset folder, one subfolder of images per class."),
+    image_size: int = typer.Option(0, help="--dataset folder: resize images to this square side [default: 64]."),
+    channels: int = typer.Option(0, help="--dataset folder: 1 (grayscale) or 3 (RGB) [default: 1 if all images are grayscale]."),
+    memory_mb: int = typer.Option(0, help="--dataset folder: largest set kept in memory, else streamed from disk "
+                                          "[default: a quarter of free memory]."),
+    workers: int = typer.Option(-1, help="--dataset folder: image-decoding processes [default: cores - 1, at most 8]."),
     out: Path = typer.Option(Path("params"), help="Run folder for weights, snapshots and history."),
     device: str = typer.Option("auto", help="auto, cuda, mps or cpu."),
     precision: str = typer.Option("auto", help="auto (bf16 where native), fp32 or bf16."),
@@ -46,12 +56,18 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final line."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per epoch on stdout."),
 ) -> None:
-    """Train a CNN with softmax + lambda * center loss and write the run folder."""
+    """Train a CNN with softmax + lambda * center loss and write the run folder.
+
+    Under `torchrun --nproc-per-node N -m cli train ...` it trains on N processes with
+    DistributedDataParallel; --batch-size is then the batch of all of them together."""
     from centerloss import resume as resume_mod
+    from centerloss.distributed import is_main_process
     from centerloss.errors import Interrupted
     from centerloss.train import train as run_training
+    data_dir = data_dir.resolve() if data_dir else None   # saved in the checkpoint: keep it valid elsewhere
     values = dict(lam=lam, alpha=alpha, epochs=epochs, batch_size=batch_size, lr=lr, model=model,
                   feature_dim=feature_dim, dataset=dataset, data_dir=str(data_dir or ""),
+                  image_size=image_size, channels=channels, memory_mb=memory_mb, workers=workers,
                   device=device, precision=precision, seed=seed, augment=augment)
     if resume and overwrite:
         fail("--resume continues the run in --out and --overwrite replaces it; pass only one", 2)
@@ -74,6 +90,11 @@ def train(
             return
         if not (quiet or as_json):
             console.print(f"resuming {out} at epoch {epoch}" + (f", batch {batch + 1}" if batch else ""))
+    main = is_main_process()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if main and world > 1 and not (quiet or as_json):
+        console.print(f"torchrun: {world} processes under DDP, each training on 1/{world} of "
+                      f"every batch of {batch_size}")
     reporter = TrainReporter(console, quiet=quiet, as_json=as_json)
     try:
         records = run_training(cfg, out, reporter, overwrite=overwrite, resume=resume)
@@ -87,7 +108,9 @@ def train(
         fail(f"interrupted; the epochs completed so far are saved in {out}", 130)
     except USER_ERRORS as e:
         reporter.close()
-        fail(str(e))
+        fail(str(e) if main else f"rank {os.environ.get('RANK')}: {e}")
+    if not main:
+        return
     last = records[-1]
     if quiet:
         console.print(epoch_line(last, cfg.epochs))
@@ -101,19 +124,49 @@ def evaluate(
     run: Path = typer.Option(Path("params"), help="Run folder to read."),
     checkpoint: Optional[Path] = typer.Option(None, help="A checkpoint file; overrides --run and --epoch."),
     epoch: Optional[int] = typer.Option(None, help="Epoch of the run to evaluate [default: the latest]."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder with the raw idx files [default: as trained]."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the data set's files [default: as trained]."),
     device: str = typer.Option("auto", help="auto, cuda, mps or cpu."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout."),
+    verify: bool = typer.Option(False, "--verify", help="Add verification on pairs drawn from the test split."),
+    pairs: Optional[Path] = typer.Option(None, help="Verify on the image pairs of this file instead: "
+                                                    "'path_a path_b same' lines, or LFW's pairs.txt."),
+    images_dir: Optional[Path] = typer.Option(None, help="Where the paths of --pairs start [default: the file's "
+                                                         "folder; for LFW, its lfw_funneled or lfw subfolder]."),
+    metric: str = typer.Option("cosine", help="Pair score: cosine (similarity) or euclidean (distance)."),
+    num_pairs: int = typer.Option(6000, help="--verify: pairs to draw, half matching."),
+    pair_seed: int = typer.Option(0, help="--verify: seed of the pairs drawn."),
+    folds: int = typer.Option(10, help="Folds of the best-threshold accuracy (LFW's protocol: 10)."),
 ) -> None:
-    """Measure a trained model on the test split."""
+    """Measure a trained model on the test split, or verify pairs of images with it."""
     from centerloss.evaluate import evaluate_checkpoint
+    from centerloss.verification import METRICS
+    if metric not in METRICS:
+        fail(f"--metric must be one of: {', '.join(METRICS)}; got {metric!r}", 2)
+    if pairs is not None and verify:
+        fail("--verify draws pairs from the test split and --pairs reads them from a file; "
+             "pass one of them", 2)
+    if images_dir is not None and pairs is None:
+        fail("--images-dir is where the paths of --pairs start; pass --pairs too", 2)
+    if num_pairs < 2 or folds < 2:
+        fail(f"--num-pairs and --folds must be at least 2, got {num_pairs} and {folds}", 2)
     try:
         path = ckpt_io.resolve(run, checkpoint, epoch)
-        report = evaluate_checkpoint(path, data_dir=str(data_dir) if data_dir else None, device=device)
+        if pairs is not None:
+            from centerloss.pairs import evaluate_pairs
+            report, _ = evaluate_pairs(path, pairs, images_dir, metric, folds, device)
+        else:
+            report = evaluate_checkpoint(path, data_dir=str(data_dir) if data_dir else None, device=device,
+                                         verify_pairs=num_pairs if verify else 0, pair_seed=pair_seed,
+                                         metric=metric, folds=folds)
     except USER_ERRORS as e:
         fail(str(e))
     if as_json:
         print(json.dumps(report, indent=2))
+        return
+    if pairs is not None:
+        console.print(f"{path}: {report['model']}, epoch {report['epoch']}, on {report['images']} "
+                      f"images of {pairs}")
+        print_verification(console, report["verification"], f"{metric} scores of the pairs in {pairs.name}")
         return
     console.print(f"{path}: {report['model']} on {report['dataset']} test split, "
                   f"epoch {report['epoch']}, lambda {report['lambda']:g}")
@@ -126,6 +179,16 @@ def evaluate(
         summary.add_row(label, fmt.format(report[key]))
     console.print(summary)
     classes = list(report["per_class_accuracy"])
+    if len(classes) > MAX_CONFUSION_CLASSES:
+        console.print(f"confusion: {len(classes)} classes, too many for a table; see --json")
+    else:
+        print_confusion(report, classes)
+    if "verification" in report:
+        print_verification(console, report["verification"], f"{metric} scores of pairs drawn from the test "
+                                                   f"split (seed {pair_seed})")
+
+
+def print_confusion(report: dict, classes: list[str]) -> None:
     table = Table(title="confusion (rows: true, columns: predicted)")
     table.add_column("class")
     table.add_column("acc", justify="right")

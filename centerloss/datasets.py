@@ -1,0 +1,44 @@
+"""Every --dataset by name: the idx family (data.py), CIFAR-10 (cifar.py), image folders (folder.py)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .cifar import load_cifar10
+from .config import Config
+from .data import DATASET_NAMES, DATASETS, Dataset, DataError, load
+from .folder import load_folder
+
+
+def open_dataset(name: str, data_dir: str | os.PathLike | None = None,
+                 device: torch.device | str = "cpu", download: bool = True, image_size: int = 0,
+                 channels: int = 0, memory_mb: int = 0, workers: int = -1) -> Dataset:
+    """Any --dataset by name. image_size, channels, memory_mb and workers shape an image folder;
+    the built-in sets come at their own size and channels, and asking otherwise is an error."""
+    if name == "folder":
+        if not data_dir:
+            raise DataError("--dataset folder needs --data-dir: a folder with one subfolder of "
+                            "images per class")
+        return load_folder(data_dir, device, image_size, channels, memory_mb, workers)
+    if name == "cifar10":
+        ds = load_cifar10(data_dir, device, download)
+    elif name in DATASETS:
+        ds = load(name, data_dir, device, download)
+    else:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
+    c, h, w = ds.input_shape
+    if image_size and (h, w) != (image_size, image_size):
+        raise DataError(f"--image-size {image_size}: {name} images are {h}x{w}, and "
+                        f"--image-size resizes only --dataset folder")
+    if channels and channels != c:
+        raise DataError(f"--channels {channels}: {name} images have {c}, and "
+                        f"--channels applies only to --dataset folder")
+    return ds
+
+
+def dataset_for(cfg: Config, device: torch.device | str = "cpu", data_dir: str | None = None) -> Dataset:
+    """The data set a run's config names; data_dir overrides the config's folder."""
+    return open_dataset(cfg.dataset, data_dir or cfg.data_dir or None, device,
+                        image_size=cfg.image_size, channels=cfg.channels,
+                        memory_mb=cfg.memory_mb, workers=cfg.workers)

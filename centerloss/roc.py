@@ -1,0 +1,57 @@
+"""The ROC figure of verification: true accept rate against false accept rate on a log axis,
+where face verification is judged (FAR 1e-3 and 1e-2 are marked). Agg only, no pyplot state."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .checkpoint import atomic_write
+from .verification import FARS, auc
+
+Curve = tuple[torch.Tensor, torch.Tensor]     # (false accept rates, true accept rates)
+
+
+def roc_figure(curves: Mapping[str, Curve], title: str = "") -> Figure:
+    """One line per labelled curve, its AUC in the legend. The log axis starts at the smallest
+    non-zero false accept rate among the curves: below it the data say nothing."""
+    fig = Figure(figsize=(6.0, 5.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.12, 0.11, 0.83, 0.8))
+    smallest = 1.0
+    for label, (fpr, tpr) in curves.items():
+        fpr, tpr = fpr.double().cpu(), tpr.double().cpu()
+        if (fpr > 0).any():
+            smallest = min(smallest, float(fpr[fpr > 0].min()))
+        ax.step(fpr.numpy(), tpr.numpy(), where="post", label=f"{label} (AUC {auc(fpr, tpr):.4f})")
+    ax.set_xscale("log")
+    ax.set_xlim(smallest, 1.0)
+    ax.set_ylim(0.0, 1.01)
+    for far in FARS:
+        if far >= smallest:
+            ax.axvline(far, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title or "verification ROC")
+    return fig
+
+
+def save_roc(path: Path | str, curves: Mapping[str, Curve], title: str = "") -> Path:
+    """Write the ROC figure of one or more curves (say, one run per lambda) to path; the format
+    follows the extension (png, pdf, svg, ...), and the write is atomic."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(f"{path}: cannot write a figure as {fmt or 'a file without extension'!r}; "
+                         f"use one of: {', '.join(sorted(supported))}")
+    buf = io.BytesIO()
+    roc_figure(curves, title).savefig(buf, format=fmt, facecolor="white")
+    atomic_write(path, buf.getvalue())
+    return path

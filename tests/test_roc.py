@@ -1,0 +1,36 @@
+"""The ROC figure: a real image with one line per curve, on a log axis that starts where the data do."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from centerloss.roc import roc_figure, save_roc
+from centerloss.verification import roc
+
+SCORES = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+SAME = torch.tensor([1, 1, 0, 1, 0, 1, 0, 0], dtype=torch.bool)
+
+
+def test_save_roc_writes_the_figure(tmp_path):
+    fpr, tpr, _ = roc(SCORES, SAME)
+    path = save_roc(tmp_path / "roc.png", {"lambda 0.1": (fpr, tpr), "chance": (fpr, fpr)})
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (600, 500)
+        pixels = np.asarray(im.convert("RGB"))
+    assert (pixels < 200).any(axis=2).mean() > 0.01          # lines and text, not a blank page
+    assert not list(tmp_path.glob(".*.tmp"))                  # written atomically, no leftovers
+
+
+def test_axis_and_legend():
+    fpr, tpr, _ = roc(SCORES, SAME)
+    ax = roc_figure({"run": (fpr, tpr)}, title="t").axes[0]
+    assert ax.get_xscale() == "log"
+    assert ax.get_xlim()[0] == pytest.approx(0.25)            # 1 of 4 non-matching pairs
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["run (AUC 0.8125)"]
+
+
+def test_an_unknown_extension_is_refused(tmp_path):
+    fpr, tpr, _ = roc(SCORES, SAME)
+    with pytest.raises(ValueError, match="cannot write a figure as 'txt'"):
+        save_roc(tmp_path / "roc.txt", {"run": (fpr, tpr)})
+    assert not (tmp_path / "roc.txt").exists()
