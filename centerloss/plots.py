@@ -14,13 +14,15 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
+from PIL import Image
 
 from .checkpoint import atomic_write, read_history
 from .snapshots import Frame, PlotError, RunFrames, frame_limits, load_snapshot, snapshot_epochs
 
 DPI = 100
 EPOCH_SIZE = (8.0, 6.5)                         # inches: 800 x 650 pixels
-EPOCH_AXES = (0.1, 0.08, 0.6, 0.76)           # left, bottom, width, height in figure fractions
+EPOCH_AXES = (0.1, 0.08, 0.6, 0.76)             # left, bottom, width, height in figure fractions
 PANEL_INCHES = 4.4                              # one square panel of a comparison
 LEGEND_INCHES = 2.1                             # the legend column right of the panels
 DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "kmnist": "KMNIST"}
@@ -80,7 +82,7 @@ def draw_features(ax, frame: Frame, colors: np.ndarray, limits, projected: bool)
     n = len(frame.labels)
     # Draw in a fixed random order so that no class is always painted over the others.
     order = np.random.default_rng(0).permutation(n)
-    size = float(np.clip(20000 / max(n, 1), 1.5, 16))
+    size = float(np.clip(30000 / max(n, 1), 2, 16))
     ax.scatter(frame.points[order, 0], frame.points[order, 1], c=colors[frame.labels[order]],
                s=size, alpha=0.6, linewidths=0, rasterized=True)
     ax.scatter(frame.centers[:, 0], frame.centers[:, 1], c=colors[:len(frame.centers)], s=260,
@@ -150,12 +152,27 @@ def render_rgb(fig: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+def gif_palette(images: list[Image.Image], colors: np.ndarray) -> Image.Image:
+    """One 256-color palette for every frame, so that colors do not flicker: the exact class
+    colors and a ramp of grays (text, axes, grid) first, since a fitted palette shifts them and a
+    gray class or gridline turns purple or green, then the blends fitted to up to 8 frames stacked."""
+    grays = [(v, v, v) for v in np.linspace(0, 255, 18).round().astype(int).tolist()]
+    exact = [tuple(int(round(255 * v)) for v in c[:3]) for c in colors] + grays
+    exact = list(dict.fromkeys(exact))[:128]
+    sample = [images[i] for i in sorted({round(k * (len(images) - 1) / 7) for k in range(8)})]
+    strip = Image.new("RGB", (sample[0].width, sample[0].height * len(sample)))
+    for k, im in enumerate(sample):
+        strip.paste(im, (0, k * im.height))
+    fitted = strip.quantize(colors=256 - len(exact), method=Image.Quantize.MAXCOVERAGE)
+    rgb = [v for c in exact for v in c] + fitted.getpalette()[:3 * (256 - len(exact))]
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(rgb + [0] * (768 - len(rgb)))
+    return palette
+
+
 def write_gif(view: RunFrames, path: Path | str, fps: float = 2.0, hold_last_s: float = 2.0) -> Path:
     """An animated GIF of every loaded epoch on the same axes, looping, the last frame held
-    longer. Pillow encodes it; one palette, taken from the last frame, serves every frame so that
-    the class colors do not flicker from frame to frame."""
-    from PIL import Image
-
+    longer. Pillow encodes it."""
     path = Path(path)
     if path.suffix.lower() != ".gif":
         raise PlotError(f"{path}: an animation is written as .gif; name the file *.gif")
@@ -163,7 +180,7 @@ def write_gif(view: RunFrames, path: Path | str, fps: float = 2.0, hold_last_s: 
         raise PlotError(f"--fps must be > 0, got {fps}")
     epochs = sorted(view.frames)
     images = [Image.fromarray(render_rgb(epoch_figure(view, e))) for e in epochs]
-    palette = images[-1].quantize(colors=255, method=Image.Quantize.MAXCOVERAGE)
+    palette = gif_palette(images, class_colors(len(view.classes)))
     frames = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
     step_ms = max(20, round(1000 / fps))
     durations = [step_ms] * (len(frames) - 1) + [max(step_ms, round(1000 * hold_last_s))]
@@ -175,7 +192,7 @@ def write_gif(view: RunFrames, path: Path | str, fps: float = 2.0, hold_last_s: 
 
 
 def run_config_of(run: Path | str):
-    """The config and class names of a run, from its latest snapshot."""
+    """The config and data set name of a run, from its latest snapshot."""
     snap = load_snapshot(run, snapshot_epochs(run)[-1])
     return snap.config, snap.dataset
 
@@ -210,7 +227,7 @@ def curves_figure(run: Path | str) -> Figure:
                 ys = [100 * y for y in ys]
             ax.plot(epochs, ys, marker="o", markersize=3.5, label=label)
         if log_y and all(r.get(k, 0) > 0 for r in history for k, _ in series):
-            ax.set_yscale("log")
+            log_axis(ax, [r[k] for r in history for k, _ in series])
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("epoch")
         if as_percent:
@@ -219,6 +236,21 @@ def curves_figure(run: Path | str) -> Figure:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=9, frameon=False)
     return fig
+
+
+def log_axis(ax, values: list[float]) -> None:
+    """A log y axis labelled with plain numbers (0.5, 2, 40, not 5x10^-1); while the values span
+    less than two decades, the minor ticks at 2, 3 and 5 are labelled too so a short range still
+    has labels, and the others stay bare so that labels never crowd."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    if max(values) / min(values) < 100:
+        def minor(v: float, _) -> str:
+            mantissa = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
+            return f"{v:g}" if mantissa in (2, 3, 5) else ""
+        ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def compare_figure(views: list[RunFrames], epochs: list[int], names: list[str]) -> Figure:

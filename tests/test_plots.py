@@ -134,6 +134,10 @@ def test_gif_has_one_frame_per_epoch_of_the_figure_size(runs, tmp_path):
         for i in range(im.n_frames):
             im.seek(i)
             durations.append(im.info["duration"])
+            # the class colors survive the 256-color palette exactly (the centers are drawn opaque)
+            pixels = {tuple(p) for p in np.asarray(im.convert("RGB")).reshape(-1, 3).tolist()}
+            for color in plots.class_colors(10):
+                assert tuple(int(round(255 * v)) for v in color[:3]) in pixels
     assert durations == [250, 2000]
     with pytest.raises(snapshots.PlotError, match=r"\.gif"):
         plots.write_gif(snapshots.load_run(runs["flat"]), tmp_path / "f.png")
