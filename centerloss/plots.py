@@ -254,15 +254,15 @@ def log_axis(ax, values: list[float]) -> None:
 
 
 def compare_figure(views: list[RunFrames], epochs: list[int], names: list[str]) -> Figure:
-    """One panel per run, side by side (three to a row), each on its own limits and titled with
+    """One panel per run, side by side (at most three to a row), each on its own limits and titled with
     its lambda, accuracy and compactness: softmax alone next to center loss, say."""
     classes = views[0].classes
     for view in views[1:]:
         if view.classes != classes:
             raise PlotError(f"{view.run} has other classes than {views[0].run} "
                             f"({view.dataset} vs {views[0].dataset}); compare runs of one data set")
-    cols = min(len(views), 3)
-    rows = math.ceil(len(views) / cols)
+    rows = math.ceil(len(views) / 3)
+    cols = math.ceil(len(views) / rows)       # rows as full as can be: 4 runs are 2 x 2, not 3 + 1
     head, gap, side = 0.6, 1.0, 1.0             # inches: title band, room for titles and labels
     width = cols * (PANEL_INCHES + side) + LEGEND_INCHES
     height = head + rows * (PANEL_INCHES + gap)
