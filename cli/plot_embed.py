@@ -30,9 +30,11 @@ def plot(
                                        "format (png, pdf, svg, jpg, ...; gif for --gif)."),
     fps: float = typer.Option(2.0, help="Epochs per second in the GIF (the last one is held 2 s)."),
 ) -> None:
-    """Draw a run's features of an epoch [RUN/plots/epoch_NNN.png], a GIF of all epochs, the
-    training curves, or several runs side by side. Reads the run's stored feature snapshots, not
-    the data set. Features wider than 2-D are drawn through one PCA fitted per run."""
+    """Draw features of an epoch, a GIF of all epochs, curves, or runs side by side.
+
+    By default the features of one epoch [RUN/plots/epoch_NNN.png]. Reads the run's stored
+    feature snapshots, not the data set. Features wider than 2-D are drawn through one PCA
+    fitted per run, and the plot says so."""
     from centerloss import plots, snapshots
     modes = [name for name, on in (("--gif", gif), ("--curves", curves), ("--compare", compare)) if on]
     if len(modes) > 1:
@@ -65,9 +67,11 @@ def plot(
     console.print(f"wrote {path}")
 
 
-EMBED_HELP = """Write the features of a trained model for a whole split of its data set, or for image
-files and folders of images (converted to grayscale, resized to the model's input and normalised as
-its training data was). The output's extension picks the format:
+EMBED_HELP = """Write the features of a split or of image files: .safetensors, .npy or .csv.
+
+A whole split of the model's data set, or image files and folders of images (converted to
+grayscale, resized to the model's input and normalised as its training data was). The output's
+extension picks the format:
 
 \b
   .safetensors  tensors features [N,D] f32, logits [N,C] f32, predicted [N] i64,
