@@ -1,0 +1,293 @@
+"""Figures of a run: the features of an epoch, a GIF of all epochs, the curves, runs side by side.
+
+Figures are built as matplotlib.figure.Figure objects on the Agg canvas, never through pyplot,
+so no global figure state exists to leak between plots and no display is ever needed. Every
+figure has a fixed size and fixed axes positions: the frames of a GIF line up pixel for pixel."""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
+from PIL import Image
+
+from .checkpoint import atomic_write, read_history
+from .snapshots import Frame, PlotError, RunFrames, frame_limits, load_snapshot, snapshot_epochs
+
+DPI = 100
+EPOCH_SIZE = (8.0, 6.5)                         # inches: 800 x 650 pixels
+EPOCH_AXES = (0.1, 0.08, 0.6, 0.76)             # left, bottom, width, height in figure fractions
+PANEL_INCHES = 4.4                              # one square panel of a comparison
+LEGEND_INCHES = 2.1                             # the legend column right of the panels
+DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "kmnist": "KMNIST"}
+MODEL_TITLES = {"lenetspp": "LeNets++", "seed": "seed net"}
+
+
+def figure_formats() -> list[str]:
+    return sorted(FigureCanvasAgg(Figure()).get_supported_filetypes())
+
+
+def check_format(path: Path | str) -> str:
+    """The format a plot file gets from its extension, or a PlotError naming those that work."""
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in figure_formats():
+        raise PlotError(f"{path}: cannot write a figure as {fmt or 'a file without extension'!r}; "
+                        f"use one of: {', '.join(figure_formats())}")
+    return fmt
+
+
+def save_figure(fig: Figure, path: Path | str) -> Path:
+    """Write fig in the format of path's extension, atomically."""
+    path = Path(path)
+    fmt = check_format(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=DPI, facecolor="white")
+    atomic_write(path, buf.getvalue())
+    return path
+
+
+def class_colors(n: int) -> np.ndarray:
+    """n distinct RGBA colors: tab10 while it lasts, then tab20, then an even sweep of turbo."""
+    cmap = "tab10" if n <= 10 else "tab20" if n <= 20 else "turbo"
+    colors = matplotlib.colormaps[cmap]
+    return colors(np.arange(n)) if n <= 20 else colors(np.linspace(0, 1, n))
+
+
+def dataset_title(name: str) -> str:
+    return DATASET_TITLES.get(name, name)
+
+
+def _fit_aspect(limits, box_ratio: float):
+    """Widen the shorter side of the limits so one unit is as long on x as on y: distances in
+    the picture are then true distances, which is what compactness is about."""
+    (x0, x1), (y0, y1) = limits
+    w, h = x1 - x0, y1 - y0
+    if w / h < box_ratio:
+        pad = (h * box_ratio - w) / 2
+        x0, x1 = x0 - pad, x1 + pad
+    else:
+        pad = (w / box_ratio - h) / 2
+        y0, y1 = y0 - pad, y1 + pad
+    return (x0, x1), (y0, y1)
+
+
+def draw_features(ax, frame: Frame, colors: np.ndarray, limits, projected: bool) -> None:
+    """One epoch's features, one color per class, its centers as large black-edged stars."""
+    n = len(frame.labels)
+    # Draw in a fixed random order so that no class is always painted over the others.
+    order = np.random.default_rng(0).permutation(n)
+    size = float(np.clip(30000 / max(n, 1), 2, 16))
+    ax.scatter(frame.points[order, 0], frame.points[order, 1], c=colors[frame.labels[order]],
+               s=size, alpha=0.6, linewidths=0, rasterized=True)
+    ax.scatter(frame.centers[:, 0], frame.centers[:, 1], c=colors[:len(frame.centers)], s=260,
+               marker="*", edgecolors="black", linewidths=1.3, zorder=3)
+    box = ax.get_position()
+    fig_w, fig_h = ax.figure.get_size_inches()
+    (x0, x1), (y0, y1) = _fit_aspect(limits, box.width * fig_w / (box.height * fig_h))
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_xlabel("principal axis 1" if projected else "feature 1")
+    ax.set_ylabel("principal axis 2" if projected else "feature 2")
+    ax.grid(True, alpha=0.25)
+
+
+def legend_handles(classes: list[str], colors: np.ndarray) -> list[Line2D]:
+    handles = [Line2D([], [], linestyle="", marker="o", markersize=8, color=colors[i], label=name)
+               for i, name in enumerate(classes)]
+    handles.append(Line2D([], [], linestyle="", marker="*", markersize=15, markerfacecolor="white",
+                          markeredgecolor="black", label="class center"))
+    return handles
+
+
+def percent(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "n/a"
+
+
+def number(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def view_note(view: RunFrames, frame: Frame) -> str:
+    """What the axes show: raw 2-D features, or the run's PCA and how much of the epoch it keeps."""
+    p = view.projection
+    if not p.is_pca:
+        return "2-D features as learned"
+    return (f"PCA of {p.feature_dim}-D features, fitted once on epoch {p.fitted_on}: "
+            f"shows {100 * frame.kept_variance:.0f}% of this epoch's variance")
+
+
+def epoch_figure(view: RunFrames, epoch: int) -> Figure:
+    """The features of one epoch on the run's fixed axes, titled with what the run is."""
+    frame = view.frame(epoch)
+    cfg = view.config
+    colors = class_colors(len(view.classes))
+    fig = Figure(figsize=EPOCH_SIZE, dpi=DPI)
+    ax = fig.add_axes(EPOCH_AXES)
+    draw_features(ax, frame, colors, view.limits, view.projection.is_pca)
+    fig.text(0.03, 0.955, f"{dataset_title(view.dataset)}  ·  λ = {cfg.lam:g}  ·  "
+             f"epoch {epoch}/{cfg.epochs}  ·  test accuracy {percent(frame.metrics, 'test_accuracy')}",
+             fontsize=13, weight="bold", va="center")
+    fig.text(0.03, 0.905, f"{MODEL_TITLES.get(cfg.model, cfg.model)}, {view.split} split "
+             f"({len(frame.labels):,} points)  ·  nearest-center accuracy "
+             f"{percent(frame.metrics, 'nearest_center_accuracy')}  ·  compactness "
+             f"{number(frame.metrics, 'compactness')}", fontsize=10, va="center")
+    fig.text(0.03, 0.87, view_note(view, frame), fontsize=9, color="dimgray", va="center")
+    fig.legend(handles=legend_handles(view.classes, colors), loc="center left",
+               bbox_to_anchor=(0.72, 0.46), frameon=False, fontsize=10, title="class",
+               alignment="left")
+    return fig
+
+
+def render_rgb(fig: Figure) -> np.ndarray:
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def gif_palette(images: list[Image.Image], colors: np.ndarray) -> Image.Image:
+    """One 256-color palette for every frame, so that colors do not flicker: the exact class
+    colors and a ramp of grays (text, axes, grid) first, since a fitted palette shifts them and a
+    gray class or gridline turns purple or green, then the blends fitted to up to 8 frames stacked."""
+    grays = [(v, v, v) for v in np.linspace(0, 255, 18).round().astype(int).tolist()]
+    exact = [tuple(int(round(255 * v)) for v in c[:3]) for c in colors] + grays
+    exact = list(dict.fromkeys(exact))[:128]
+    sample = [images[i] for i in sorted({round(k * (len(images) - 1) / 7) for k in range(8)})]
+    strip = Image.new("RGB", (sample[0].width, sample[0].height * len(sample)))
+    for k, im in enumerate(sample):
+        strip.paste(im, (0, k * im.height))
+    fitted = strip.quantize(colors=256 - len(exact), method=Image.Quantize.MAXCOVERAGE)
+    rgb = [v for c in exact for v in c] + fitted.getpalette()[:3 * (256 - len(exact))]
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(rgb + [0] * (768 - len(rgb)))
+    return palette
+
+
+def write_gif(view: RunFrames, path: Path | str, fps: float = 2.0, hold_last_s: float = 2.0) -> Path:
+    """An animated GIF of every loaded epoch on the same axes, looping, the last frame held
+    longer. Pillow encodes it."""
+    path = Path(path)
+    if path.suffix.lower() != ".gif":
+        raise PlotError(f"{path}: an animation is written as .gif; name the file *.gif")
+    if not fps > 0:
+        raise PlotError(f"--fps must be > 0, got {fps}")
+    epochs = sorted(view.frames)
+    images = [Image.fromarray(render_rgb(epoch_figure(view, e))) for e in epochs]
+    palette = gif_palette(images, class_colors(len(view.classes)))
+    frames = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
+    step_ms = max(20, round(1000 / fps))
+    durations = [step_ms] * (len(frames) - 1) + [max(step_ms, round(1000 * hold_last_s))]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=durations,
+                   loop=0, optimize=False, disposal=1)
+    atomic_write(path, buf.getvalue())
+    return path
+
+
+def run_config_of(run: Path | str):
+    """The config and data set name of a run, from its latest snapshot."""
+    snap = load_snapshot(run, snapshot_epochs(run)[-1])
+    return snap.config, snap.dataset
+
+
+CURVES = (
+    ("cross-entropy", (("train_ce", "train"), ("test_ce", "test")), False, False),
+    ("center loss (½‖x − c‖², batch mean)", (("train_center", "train"), ("test_center", "test")),
+     True, False),
+    ("accuracy on the test split", (("test_accuracy", "softmax"),
+                                    ("nearest_center_accuracy", "nearest center")), False, True),
+    ("compactness: intra / inter distance", (("compactness", "test"),), False, False),
+)
+
+
+def curves_figure(run: Path | str) -> Figure:
+    """Losses, accuracies and compactness per epoch, from the run's history.jsonl."""
+    history = read_history(run)
+    if not history:
+        raise PlotError(f"{run} has no history.jsonl with epochs in it; train first with: "
+                        f"cl train --out {run}")
+    cfg, dataset = run_config_of(run)
+    epochs = [r["epoch"] for r in history]
+    fig = Figure(figsize=(10.0, 7.0), dpi=DPI)
+    fig.text(0.07, 0.96, f"{dataset_title(dataset)}  ·  {MODEL_TITLES.get(cfg.model, cfg.model)}  ·  "
+             f"λ = {cfg.lam:g}, α = {cfg.alpha:g}  ·  {cfg.feature_dim}-D features  ·  "
+             f"{len(history)} epochs", fontsize=13, weight="bold", va="center")
+    for i, (title, series, log_y, as_percent) in enumerate(CURVES):
+        ax = fig.add_axes((0.07 + 0.5 * (i % 2), 0.53 - 0.45 * (i // 2), 0.4, 0.34))
+        for key, label in series:
+            ys = [r.get(key, math.nan) for r in history]
+            if as_percent:
+                ys = [100 * y for y in ys]
+            ax.plot(epochs, ys, marker="o", markersize=3.5, label=label)
+        if log_y and all(r.get(k, 0) > 0 for r in history for k, _ in series):
+            log_axis(ax, [r[k] for r in history for k, _ in series])
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("epoch")
+        if as_percent:
+            ax.set_ylabel("%")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=9, frameon=False)
+    return fig
+
+
+def log_axis(ax, values: list[float]) -> None:
+    """A log y axis labelled with plain numbers (0.5, 2, 40, not 5x10^-1); while the values span
+    less than two decades, the minor ticks at 2, 3 and 5 are labelled too so a short range still
+    has labels, and the others stay bare so that labels never crowd."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    if max(values) / min(values) < 100:
+        def minor(v: float, _) -> str:
+            mantissa = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
+            return f"{v:g}" if mantissa in (2, 3, 5) else ""
+        ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def compare_figure(views: list[RunFrames], epochs: list[int], names: list[str]) -> Figure:
+    """One panel per run, side by side (at most three to a row), each on its own limits and titled with
+    its lambda, accuracy and compactness: softmax alone next to center loss, say."""
+    classes = views[0].classes
+    for view in views[1:]:
+        if view.classes != classes:
+            raise PlotError(f"{view.run} has other classes than {views[0].run} "
+                            f"({view.dataset} vs {views[0].dataset}); compare runs of one data set")
+    rows = math.ceil(len(views) / 3)
+    cols = math.ceil(len(views) / rows)       # rows as full as can be: 4 runs are 2 x 2, not 3 + 1
+    head, gap, side = 0.6, 1.0, 1.0             # inches: title band, room for titles and labels
+    width = cols * (PANEL_INCHES + side) + LEGEND_INCHES
+    height = head + rows * (PANEL_INCHES + gap)
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    colors = class_colors(len(classes))
+    for i, (view, epoch, name) in enumerate(zip(views, epochs, names)):
+        r, c = divmod(i, cols)
+        left = (side + c * (PANEL_INCHES + side)) / width
+        bottom = (height - head - (r + 1) * (PANEL_INCHES + gap) + 0.55) / height
+        ax = fig.add_axes((left, bottom, PANEL_INCHES / width, PANEL_INCHES / height))
+        frame = view.frame(epoch)
+        draw_features(ax, frame, colors, frame_limits([frame]), view.projection.is_pca)
+        m = frame.metrics
+        proj = (f", PCA of {view.projection.feature_dim}-D ({100 * frame.kept_variance:.0f}%)"
+                if view.projection.is_pca else "")
+        ax.set_title(f"λ = {view.config.lam:g}  ·  acc {percent(m, 'test_accuracy')}  ·  "
+                     f"compactness {number(m, 'compactness')}\n{name}, epoch {epoch}{proj}",
+                     fontsize=10.5)
+    same = len(set(epochs)) == 1
+    fig.text(0.3 / width, 1 - 0.35 / height,
+             f"{dataset_title(views[0].dataset)}, {views[0].split} split, "
+             f"{'epoch ' + str(epochs[0]) if same else 'last epochs'}: features of "
+             f"{len(views)} runs", fontsize=13, weight="bold", va="center")
+    fig.legend(handles=legend_handles(classes, colors), loc="center left",
+               bbox_to_anchor=(1 - (LEGEND_INCHES - 0.1) / width, 0.5), frameon=False,
+               fontsize=10, title="class", alignment="left")
+    return fig
+

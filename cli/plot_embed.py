@@ -1,0 +1,135 @@
+"""`cl plot` and `cl embed`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from centerloss.embed import EmbedError
+from centerloss.snapshots import PlotError
+
+from .app import USER_ERRORS, app, console, fail
+
+ERRORS = (*USER_ERRORS, PlotError, EmbedError)
+
+
+@app.command()
+def plot(
+    runs: Optional[list[Path]] = typer.Argument(None, help="Run folders to put side by side (with --compare).",
+                                                show_default=False),
+    run: Path = typer.Option(Path("params"), help="Run folder to read."),
+    epoch: Optional[int] = typer.Option(None, help="Epoch to draw [default: the last]."),
+    split: str = typer.Option("test", help="test, or train (the sample of training features kept per epoch)."),
+    gif: bool = typer.Option(False, "--gif", help="Animate every epoch on the same axes [RUN/plots/features.gif]."),
+    curves: bool = typer.Option(False, "--curves", help="Losses, accuracies and compactness per epoch "
+                                "[RUN/plots/curves.png]."),
+    compare: bool = typer.Option(False, "--compare", help="One panel per run given as arguments, the same "
+                                 "epoch of each (--epoch, else each run's last) [RUN_A/plots/compare.png]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write; its extension picks the "
+                                       "format (png, pdf, svg, jpg, ...; gif for --gif)."),
+    fps: float = typer.Option(2.0, help="Epochs per second in the GIF (the last one is held 2 s)."),
+) -> None:
+    """Draw features of an epoch, a GIF of all epochs, curves, or runs side by side.
+
+    By default the features of one epoch [RUN/plots/epoch_NNN.png]. Reads the run's stored
+    feature snapshots, not the data set. Features wider than 2-D are drawn through one PCA
+    fitted per run, and the plot says so."""
+    from centerloss import plots, snapshots
+    modes = [name for name, on in (("--gif", gif), ("--curves", curves), ("--compare", compare)) if on]
+    if len(modes) > 1:
+        fail(f"{' and '.join(modes)} exclude each other; give one", 2)
+    if runs and not compare:
+        fail("run folders as arguments are for --compare; to draw one run use --run DIR", 2)
+    if epoch is not None and (gif or curves):
+        fail(f"--epoch does not apply to {modes[0]}, which draws every epoch", 2)
+    if compare and not runs:
+        fail("--compare needs the run folders as arguments: cl plot --compare RUN_A RUN_B", 2)
+    try:
+        if out is not None and not gif:
+            plots.check_format(out)     # before any work, so a bad name fails at once
+        if compare:
+            epochs = [epoch if epoch is not None else snapshots.snapshot_epochs(r)[-1] for r in runs]
+            views = [snapshots.load_run(r, split, [e]) for r, e in zip(runs, epochs)]
+            fig = plots.compare_figure(views, epochs, [str(r) for r in runs])
+            path = plots.save_figure(fig, out or runs[0] / "plots" / "compare.png")
+        elif curves:
+            path = plots.save_figure(plots.curves_figure(run), out or run / "plots" / "curves.png")
+        elif gif:
+            path = plots.write_gif(snapshots.load_run(run, split), out or run / "plots" / "features.gif", fps)
+        else:
+            view = snapshots.load_run(run, split)
+            chosen = view.last_epoch if epoch is None else epoch
+            path = plots.save_figure(plots.epoch_figure(view, chosen),
+                                     out or run / "plots" / f"epoch_{chosen:03d}.png")
+    except ERRORS as e:
+        fail(str(e))
+    console.print(f"wrote {path}")
+
+
+EMBED_HELP = """Write the features of a split or of image files: .safetensors, .npy or .csv.
+
+A whole split of the model's data set, or image files and folders of images (converted to
+grayscale, resized to the model's input and normalised as its training data was). The output's
+extension picks the format:
+
+\b
+  .safetensors  tensors features [N,D] f32, logits [N,C] f32, predicted [N] i64,
+                nearest_center [N] i64, center_distance [N] f32, labels [N] i64 (a split
+                only), centers [C,D] f32; metadata: classes, sources (image paths), checkpoint,
+                epoch, dataset, split.
+  .npy          one structured array of N records with fields features, logits, predicted,
+                nearest_center, center_distance, label (a split only), path (images only);
+                np.load(file) reads it without allow_pickle, e.g. np.load(file)["features"].
+  .csv          a header, then one row per sample: index or path, label and label_name (a
+                split only), predicted, predicted_name, nearest_center, center_distance,
+                f0..f{D-1}, logit0..logit{C-1}; floats to 9 digits (exact float32).
+"""
+
+
+@app.command(help=EMBED_HELP)
+def embed(
+    images: Optional[list[Path]] = typer.Argument(None, help="Image files or folders (with --images).",
+                                                  show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="File to write: .safetensors, .npy or .csv.",
+                             show_default=False),
+    use_images: bool = typer.Option(False, "--images", help="Embed the image files and folders given as "
+                                    "arguments instead of a split."),
+    split: Optional[str] = typer.Option(None, help="train or test [default: test]."),
+    run: Path = typer.Option(Path("params"), help="Run folder whose model to use."),
+    checkpoint: Optional[Path] = typer.Option(None, help="A checkpoint file; overrides --run and --epoch."),
+    epoch: Optional[int] = typer.Option(None, help="Epoch of the run [default: the latest]."),
+    invert: bool = typer.Option(False, help="Invert images first: dark drawings on a light background "
+                                "become light on dark, like MNIST."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the raw idx files [default: as trained]."),
+    device: str = typer.Option("auto", help="auto, cuda, mps or cpu."),
+    precision: str = typer.Option("fp32", help="fp32 (matches a plain forward pass), bf16 or auto."),
+    batch_size: int = typer.Option(2048, help="Images per forward pass."),
+    overwrite: bool = typer.Option(False, help="Replace the output file if it exists."),
+) -> None:
+    from centerloss import checkpoint as ckpt_io
+    from centerloss import embed as embed_mod
+    if images and not use_images:
+        fail("image paths given as arguments need --images: cl embed --images PATH ... -o FILE", 2)
+    if use_images and not images:
+        fail("--images needs at least one image file or folder: cl embed --images PATH ... -o FILE", 2)
+    if use_images and split is not None:
+        fail("--split and --images exclude each other: embed a split or image files", 2)
+    if invert and not use_images:
+        fail("--invert applies to --images only", 2)
+    if batch_size < 1:
+        fail(f"--batch-size must be at least 1, got {batch_size}", 2)
+    try:
+        embed_mod.check_output(out, overwrite)
+        path = ckpt_io.resolve(run, checkpoint, epoch)
+        if use_images:
+            emb = embed_mod.embed_images(path, images, device, precision, batch_size, invert)
+        else:
+            emb = embed_mod.embed_split(path, split or "test", str(data_dir) if data_dir else None,
+                                        device, precision, batch_size)
+        embed_mod.write_embedding(emb, out, overwrite)
+    except ERRORS as e:
+        fail(str(e))
+    n, d = emb.features.shape
+    what = f"{n:,} images" if use_images else f"the {emb.info['split']} split ({n:,} images)"
+    console.print(f"wrote {out}: {d}-D features of {what}, {path} epoch {emb.info['epoch']}")
