@@ -237,5 +237,5 @@ def test_a_broken_snapshot_is_named_in_one_line(run_copy):
     snapshots.snapshot_path(run_copy, 1).write_bytes(b"\x00garbage")
     result = cl("plot", "--run", run_copy, "--epoch", "2")
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"error: {snapshots.snapshot_path(run_copy, 1)}: not a readable safetensors")
+    assert result.stderr.startswith(f"error: {snapshots.snapshot_path(run_copy, 1)}: not a valid safetensors")
     assert result.stderr.count("\n") == 1
