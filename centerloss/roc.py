@@ -55,3 +55,28 @@ def save_roc(path: Path | str, curves: Mapping[str, Curve], title: str = "") -> 
     roc_figure(curves, title).savefig(buf, format=fmt, facecolor="white")
     atomic_write(path, buf.getvalue())
     return path
+
+
+def snapshot_curves(runs: list[Path], epoch: int | None = None, metric: str = "cosine",
+                    pairs: int = 6000, seed: int = 0) -> dict[str, Curve]:
+    """One ROC curve per run, from pairs drawn (with the seed) from the test features of its
+    stored snapshot at `epoch` (default: the run's last): no data set and no forward pass."""
+    import json
+
+    from .snapshots import PlotError, snapshot_epochs, snapshot_path
+    from .verification import verify_features
+    curves = {}
+    for run in runs:
+        present = snapshot_epochs(run)
+        chosen = present[-1] if epoch is None else epoch
+        if chosen not in present:
+            raise PlotError(f"{run} has no epoch {chosen}; epochs present: {', '.join(map(str, present))}")
+        from .checkpoint import read_tensors
+        tensors, meta = read_tensors(snapshot_path(run, chosen))
+        if "test_features" not in tensors or "test_labels" not in tensors:
+            raise PlotError(f"{snapshot_path(run, chosen)}: no test_features/test_labels in this snapshot")
+        lam = json.loads(meta.get("config", "{}")).get("lam")
+        ver = verify_features(tensors["test_features"], tensors["test_labels"], pairs, seed, metric)
+        label = f"{Path(run).name or run}: lambda {lam:g}, epoch {chosen}" if lam is not None else str(run)
+        curves[label] = (ver.fpr, ver.tpr)
+    return curves

@@ -16,7 +16,8 @@ ERRORS = (*USER_ERRORS, PlotError, EmbedError)
 
 @app.command()
 def plot(
-    runs: Optional[list[Path]] = typer.Argument(None, help="Run folders to put side by side (with --compare).",
+    runs: Optional[list[Path]] = typer.Argument(None, help="Run folders to put side by side (with --compare "
+                                                "or --roc).",
                                                 show_default=False),
     run: Path = typer.Option(Path("params"), help="Run folder to read."),
     epoch: Optional[int] = typer.Option(None, help="Epoch to draw [default: the last]."),
@@ -26,6 +27,10 @@ def plot(
                                 "[RUN/plots/curves.png]."),
     compare: bool = typer.Option(False, "--compare", help="One panel per run given as arguments, the same "
                                  "epoch of each (--epoch, else each run's last) [RUN_A/plots/compare.png]."),
+    roc: bool = typer.Option(False, "--roc", help="Verification ROC from pairs drawn (seed 0) from the test "
+                             "features of --epoch (else the last) of --run, or of each run given as "
+                             "arguments, one curve each [RUN/plots/roc.png]."),
+    metric: str = typer.Option("cosine", help="--roc: pair score, cosine or euclidean."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write; its extension picks the "
                                        "format (png, pdf, svg, jpg, ...; gif for --gif)."),
     fps: float = typer.Option(2.0, help="Epochs per second in the GIF (the last one is held 2 s)."),
@@ -36,11 +41,14 @@ def plot(
     feature snapshots, not the data set. Features wider than 2-D are drawn through one PCA
     fitted per run, and the plot says so."""
     from centerloss import plots, snapshots
-    modes = [name for name, on in (("--gif", gif), ("--curves", curves), ("--compare", compare)) if on]
+    modes = [name for name, on in (("--gif", gif), ("--curves", curves), ("--compare", compare),
+                                                 ("--roc", roc)) if on]
     if len(modes) > 1:
         fail(f"{' and '.join(modes)} exclude each other; give one", 2)
-    if runs and not compare:
-        fail("run folders as arguments are for --compare; to draw one run use --run DIR", 2)
+    if runs and not (compare or roc):
+        fail("run folders as arguments are for --compare or --roc; to draw one run use --run DIR", 2)
+    if metric not in ("cosine", "euclidean"):
+        fail(f"--metric must be cosine or euclidean, got {metric!r}", 2)
     if epoch is not None and (gif or curves):
         fail(f"--epoch does not apply to {modes[0]}, which draws every epoch", 2)
     if compare and not runs:
@@ -48,7 +56,13 @@ def plot(
     try:
         if out is not None and not gif:
             plots.check_format(out)     # before any work, so a bad name fails at once
-        if compare:
+        if roc:
+            from centerloss import roc as roc_mod
+            targets = runs or [run]
+            curves = roc_mod.snapshot_curves(targets, epoch, metric)
+            path = roc_mod.save_roc(out or targets[0] / "plots" / "roc.png", curves,
+                                    f"verification ROC, {metric} score, 6000 test pairs")
+        elif compare:
             epochs = [epoch if epoch is not None else snapshots.snapshot_epochs(r)[-1] for r in runs]
             views = [snapshots.load_run(r, split, [e]) for r, e in zip(runs, epochs)]
             fig = plots.compare_figure(views, epochs, [str(r) for r in runs])

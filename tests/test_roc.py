@@ -34,3 +34,28 @@ def test_an_unknown_extension_is_refused(tmp_path):
     with pytest.raises(ValueError, match="cannot write a figure as 'txt'"):
         save_roc(tmp_path / "roc.txt", {"run": (fpr, tpr)})
     assert not (tmp_path / "roc.txt").exists()
+
+
+def test_snapshot_curves_give_one_curve_per_run_from_its_stored_features(runs):
+    from centerloss.checkpoint import read_tensors
+    from centerloss.roc import snapshot_curves
+    from centerloss.verification import verify_features
+    curves = snapshot_curves([runs["flat"], runs["wide"]], epoch=2)
+    labels = list(curves)
+    assert len(labels) == 2 and "lambda 0.1, epoch 2" in labels[0] and "lambda 0, epoch 2" in labels[1]
+    tensors, _ = read_tensors(runs["wide"] / "features" / "epoch_002.safetensors")
+    expected = verify_features(tensors["test_features"], tensors["test_labels"])
+    torch.testing.assert_close(curves[labels[1]][1], expected.tpr)
+
+
+def test_cl_plot_roc_writes_a_png_and_names_missing_epochs(runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    out = tmp_path / "roc.png"
+    result = CliRunner().invoke(app, ["plot", "--roc", str(runs["flat"]), str(runs["wide"]), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as im:
+        assert im.format == "PNG"
+    result = CliRunner().invoke(app, ["plot", "--roc", "--run", str(runs["flat"]), "--epoch", "9"])
+    assert result.exit_code == 1 and "epochs present: 1, 2" in result.output
