@@ -15,7 +15,10 @@ import torch
 
 from . import checkpoint as ckpt_io
 from . import data as data_mod
+from .datasets import dataset_for
+from .folder import decode
 from .metrics import nearest_center
+from .pairs import normalization_of
 from .train import infer, resolve_device, resolve_precision
 
 FORMAT = "cl-embedding/1"
@@ -52,7 +55,7 @@ def check_output(path: Path | str, overwrite: bool = False) -> str:
     return suffix
 
 
-def _run(model: torch.nn.Module, split: data_mod.Split, mean: float, std: float,
+def _run(model: torch.nn.Module, split: data_mod.Split, mean: data_mod.Stats, std: data_mod.Stats,
          ckpt: ckpt_io.Checkpoint, device: torch.device, precision: str, batch_size: int,
          info: dict) -> Embedding:
     features, logits = infer(model, split, mean, std, device, precision, batch_size)
@@ -63,9 +66,6 @@ def _run(model: torch.nn.Module, split: data_mod.Split, mean: float, std: float,
 
 def _prepare(path: Path | str, device: str, precision: str):
     ckpt = ckpt_io.load_checkpoint(Path(path))
-    if ckpt.config.dataset not in data_mod.DATASETS:
-        raise EmbedError(f"{path}: trained on unknown data set {ckpt.config.dataset!r}, so its "
-                         f"normalisation is unknown")
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     model = ckpt_io.build_from_checkpoint(ckpt, path).to(dev)
@@ -80,7 +80,7 @@ def embed_split(path: Path | str, split: str = "test", data_dir: str | None = No
         raise EmbedError(f"unknown split {split!r}; choose train or test")
     ckpt, model, dev, prec, info = _prepare(path, device, precision)
     cfg = ckpt.config
-    ds = data_mod.load(cfg.dataset, data_dir or cfg.data_dir or None, dev)
+    ds = dataset_for(cfg, dev, data_dir)
     if list(ds.classes) != list(ckpt.classes):
         raise EmbedError(f"{path}: its classes do not match the {cfg.dataset} data set")
     emb = _run(model, ds.split(split), ds.mean, ds.std, ckpt, dev, prec, batch_size,
@@ -109,12 +109,13 @@ def image_files(paths: list[Path | str]) -> list[Path]:
     return files
 
 
-def read_image(path: Path, height: int, width: int, invert: bool = False) -> np.ndarray:
-    """An image file as uint8 [height, width] grayscale, resized to the model's input."""
+def read_image(path: Path, height: int, width: int, invert: bool = False, channels: int = 1) -> np.ndarray:
+    """An image file as uint8 [height, width] (grayscale) or [height, width, 3] (RGB), resized to
+    the model's input."""
     from PIL import Image, ImageOps
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("L")
+            im = ImageOps.exif_transpose(im).convert("L" if channels == 1 else "RGB")
             im = im.resize((width, height), Image.Resampling.BILINEAR) if im.size != (width, height) else im
             pixels = np.asarray(im, dtype=np.uint8)
     # Pillow's decoders fail on bad files with many exception types (OSError, SyntaxError,
@@ -127,19 +128,30 @@ def read_image(path: Path, height: int, width: int, invert: bool = False) -> np.
 
 def embed_images(path: Path | str, images: list[Path | str], device: str = "auto",
                  precision: str = "fp32", batch_size: int = 2048, invert: bool = False) -> Embedding:
-    """Image files (or folders of them), converted to grayscale at the checkpoint's input size and
-    normalised with its data set's mean and std, as the training images were."""
+    """Image files (or folders of them), converted to the checkpoint's channels and input size and
+    normalised with its training statistics, as the training images were. Models trained on an
+    image folder get that loader's shorter-side resize and centre crop; the others a plain resize."""
     files = image_files(images)
     ckpt, model, dev, prec, info = _prepare(path, device, precision)
     channels, height, width = ckpt.input_shape
-    if channels != 1:
-        raise EmbedError(f"{path}: input_shape {ckpt.input_shape}: only grayscale models are supported")
-    pixels = np.stack([read_image(f, height, width, invert) for f in files])
+    if ckpt.config.dataset == "folder" and height == width:
+        pixels = np.stack([_decode_folder_style(f, height, channels, invert) for f in files])
+    else:
+        pixels = np.stack([read_image(f, height, width, invert, channels) for f in files])
     split = data_mod.Split(torch.from_numpy(pixels).to(dev), torch.zeros(len(files), dtype=torch.long, device=dev))
-    spec = data_mod.DATASETS[ckpt.config.dataset]
-    emb = _run(model, split, spec.mean, spec.std, ckpt, dev, prec, batch_size, {**info, "split": "images"})
+    mean, std = normalization_of(ckpt)
+    emb = _run(model, split, mean, std, ckpt, dev, prec, batch_size, {**info, "split": "images"})
     emb.sources = [str(f) for f in files]
     return emb
+
+
+def _decode_folder_style(path: Path, size: int, channels: int, invert: bool) -> np.ndarray:
+    try:
+        pixels = decode(path, size, channels)
+    except Exception as e:      # see read_image: any decoder failure means "not an image"
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise EmbedError(f"{path}: not an image that can be read ({why})") from e
+    return 255 - pixels if invert else pixels
 
 
 def write_embedding(emb: Embedding, path: Path | str, overwrite: bool = False) -> Path:

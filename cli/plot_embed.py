@@ -84,7 +84,7 @@ def plot(
 EMBED_HELP = """Write the features of a split or of image files: .safetensors, .npy or .csv.
 
 A whole split of the model's data set, or image files and folders of images (converted to
-grayscale, resized to the model's input and normalised as its training data was). The output's
+the model's channels, resized to its input and normalised as its training data was). The output's
 extension picks the format:
 
 \b

@@ -82,3 +82,28 @@ def test_a_broken_pairs_file_is_a_one_line_error_naming_the_line(run, tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and "pairs.txt:2: expected" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_embed_rgb_images_with_a_folder_model_matches_its_own_forward_pass(run, tmp_path):
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    from centerloss import data as data_mod
+    from centerloss.folder import decode
+    from centerloss.train import infer
+    images, run_dir = run
+    files = sorted((images / "class_1").glob("*.png"))[:5]
+    out = tmp_path / "e.safetensors"
+    result = runner.invoke(app, ["embed", "--run", str(run_dir), "--device", "cpu", "--images",
+                                 *map(str, files), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    got = load_file(str(out))
+    ckpt = ckpt_io.load_checkpoint(run_dir / "model.safetensors")
+    assert ckpt.input_shape == [3, 16, 16]
+    model = ckpt_io.build_from_checkpoint(ckpt).eval()
+    pixels = torch.from_numpy(np.stack([decode(f, 16, 3) for f in files]))
+    split = data_mod.Split(pixels, torch.zeros(len(files), dtype=torch.long))
+    features, _ = infer(model, split, ckpt.normalization["mean"], ckpt.normalization["std"],
+                        torch.device("cpu"), "fp32")
+    torch.testing.assert_close(got["features"], features)
