@@ -17,7 +17,8 @@ try:  # typer vendors click since 0.2x; an older typer raises click's own except
 except ImportError:
     from click.exceptions import ClickException, UsageError
 
-console = Console(highlight=False, soft_wrap=True)
+# A log file or pipe has no width: 120 columns keep tables (ten classes of confusion) unwrapped.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # What a user can cause (bad flags, missing files, broken checkpoints): one line, no traceback.

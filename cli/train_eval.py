@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from centerloss import checkpoint as ckpt_io
@@ -189,11 +190,13 @@ def evaluate(
 
 
 def print_confusion(report: dict, classes: list[str]) -> None:
-    table = Table(title="confusion (rows: true, columns: predicted)")
-    table.add_column("class")
-    table.add_column("acc", justify="right")
+    # a light box and unwrapped names keep ten classes readable in 80 columns
+    table = Table(title="confusion (rows: true, columns: predicted)", box=box.SIMPLE_HEAD,
+                  padding=(0, 1), title_justify="left")
+    table.add_column("class", no_wrap=True)
+    table.add_column("acc", justify="right", no_wrap=True)
     for i in range(len(classes)):
-        table.add_column(str(i), justify="right")
+        table.add_column(str(i), justify="right", no_wrap=True)
     for i, name in enumerate(classes):
         table.add_row(f"{i} {name}", f"{report['per_class_accuracy'][name]:.1%}",
                       *(str(v) for v in report["confusion"][i]))
