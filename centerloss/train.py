@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import accel
 from . import checkpoint as ckpt_io
 from . import data as data_mod
 from .config import Config
@@ -68,7 +69,7 @@ def infer(model: torch.nn.Module, split: data_mod.Split, mean: float, std: float
     """(features, logits) of a whole split in fp32, on the device, in large batches."""
     model.eval()
     feats, logits = [], []
-    with autocast(device, precision):
+    with autocast(device, precision), accel.cudnn_mode(autotune=True):
         for x, _ in data_mod.eval_batches(split, batch_size, mean, std):
             f, z = model(x.contiguous(memory_format=torch.channels_last))
             feats.append(f.float())
@@ -130,9 +131,10 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
     BatchNorm or PReLU slopes, which decay would push towards ReLU)."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
     rest = [p for p in model.parameters() if p.ndim < 2]
+    fused = accel.fused_optimizer(next(model.parameters()).device)
     return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                             {"params": rest, "weight_decay": 0.0}],
-                           lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+                           lr=cfg.lr, momentum=cfg.momentum, nesterov=True, fused=fused)
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -159,6 +161,12 @@ def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None =
     model = model.to(device, memory_format=torch.channels_last)
     center_loss = CenterLoss(num_classes, cfg.feature_dim, cfg.alpha).to(device)
     optimizer = make_optimizer(model, cfg)
+    forward = model
+    if cfg.compile:
+        try:
+            forward = accel.compiled_forward(model, cfg.batch_size, device)
+        except accel.CompileError as e:
+            raise TrainError(str(e)) from e
     batches = math.ceil(len(ds.train) / cfg.batch_size)
     schedule = Schedule(cfg.lr, int(cfg.warmup_epochs * batches), cfg.epochs * batches)
     if overwrite:
@@ -167,8 +175,9 @@ def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None =
     cb.on_start(cfg, device, precision, ds, 1)
     records = []
     for epoch in range(1, cfg.epochs + 1):
-        record = train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
-                             precision, cb)
+        with accel.cudnn_mode(autotune=False):
+            record = train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
+                                 precision, cb, forward)
         record.update(evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out))
         save_epoch(out, model, center_loss, ds, cfg, epoch, record)
         records.append(record)
@@ -176,7 +185,28 @@ def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None =
     return records
 
 
-def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device, precision, cb) -> dict:
+def train_step(forward: accel.Forward, center_loss: CenterLoss, optimizer: torch.optim.Optimizer,
+               x: torch.Tensor, y: torch.Tensor, lam: float, lr: float, device: torch.device,
+               precision: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimisation step on a batch; returns (features, cross-entropy, center loss), still on
+    the device. Nothing here reads a value back, so the host never waits for the device."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(device, precision):
+        features, logits = forward(x.contiguous(memory_format=torch.channels_last))
+    ce = F.cross_entropy(logits.float(), y)
+    center = center_loss(features, y)          # also moves the centers by Eq. 4
+    loss = ce + lam * center
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return features, ce, center
+
+
+def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device, precision, cb,
+                forward: accel.Forward | None = None) -> dict:
+    """One pass over the training split; `forward` (default: the model) may be a compiled one."""
+    forward = forward or model
     model.train()
     center_loss.train()
     batches = math.ceil(len(ds.train) / cfg.batch_size)
@@ -189,16 +219,8 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
     step = (epoch - 1) * batches
     for i, (x, y) in enumerate(data_mod.train_batches(ds.train, cfg.batch_size, cfg.seed, epoch,
                                                        cfg.augment, ds.mean, ds.std)):
-        for group in optimizer.param_groups:
-            group["lr"] = schedule(step + i)
-        with autocast(device, precision):
-            features, logits = model(x.contiguous(memory_format=torch.channels_last))
-        ce = F.cross_entropy(logits.float(), y)
-        center = center_loss(features, y)          # also moves the centers by Eq. 4
-        loss = ce + cfg.lam * center
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        features, ce, center = train_step(forward, center_loss, optimizer, x, y, cfg.lam,
+                                          schedule(step + i), device, precision)
         window.add(ce, center)
         totals.add(ce, center)
         if i < keep:
