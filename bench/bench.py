@@ -280,7 +280,8 @@ def run(args: argparse.Namespace) -> None:
           f"ratio {rates['cl'] / rates['classic']:.2f}x", flush=True)
     for task, r in bench_inference(args, ds, root, device, precision, workers, nets).items():
         print(f"{task} images/s: cl {r['cl']:,.0f}  classic {r['classic']:,.0f}  "
-              f"ratio {r['cl'] / r['classic']:.2f}x  (cl: infer(), batches of 2048; "
+              f"ratio {r['cl'] / r['classic']:.2f}x  (cl: infer(), batches of "
+              f"{accel.inference_batch_size(device)}; "
               f"classic: batches of {args.batch_size})", flush=True)
     if args.to_accuracy:
         print(f"time to {args.to_accuracy:.2%} test accuracy, cl's default recipe")

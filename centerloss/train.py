@@ -65,8 +65,11 @@ def autocast(device: torch.device, precision: str):
 
 @torch.inference_mode()
 def infer(model: torch.nn.Module, split: data_mod.Split, mean: float, std: float,
-          device: torch.device, precision: str, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, logits) of a whole split in fp32, on the device, in large batches."""
+          device: torch.device, precision: str, batch_size: int | None = None
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, logits) of a whole split in fp32, on the device, in batches of batch_size
+    (default: the size that suits the device, accel.inference_batch_size)."""
+    batch_size = batch_size or accel.inference_batch_size(device)
     model.eval()
     feats, logits = [], []
     with autocast(device, precision), accel.cudnn_mode(autotune=True):

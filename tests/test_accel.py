@@ -79,6 +79,24 @@ def test_training_is_deterministic_and_inference_autotunes(tiny_data, tmp_path):
     assert seen == [(True, False)]
 
 
+def test_cpu_inference_runs_in_cache_sized_batches():
+    sizes = []
+
+    class SizeModel(nn.Module):
+        def forward(self, x):
+            sizes.append(x.shape[0])
+            flat = x.flatten(1)
+            return flat[:, :2], flat[:, :10]
+
+    split = data_mod.Split(torch.zeros(300, 28, 28, dtype=torch.uint8), torch.zeros(300, dtype=torch.long))
+    features, logits = infer(SizeModel(), split, 0.0, 1.0, torch.device("cpu"), "fp32")
+    assert sizes == [128, 128, 44] and features.shape == (300, 2) and logits.shape == (300, 10)
+    sizes.clear()
+    infer(SizeModel(), split, 0.0, 1.0, torch.device("cpu"), "fp32", batch_size=200)
+    assert sizes == [200, 100]
+    assert accel.inference_batch_size(torch.device("cuda")) == 2048
+
+
 def test_compiled_forward_leaves_partial_batches_to_the_eager_model(tiny_data, tmp_path, monkeypatch):
     fake = FakeCompile()
     monkeypatch.setattr(torch, "compile", fake)
