@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", help="cl's precision: auto, fp32 or bf16")
     p.add_argument("--compile", action="store_true", help="torch.compile cl's model")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for both [torch's default]")
+    p.add_argument("--cl-threads", type=int, default=0,
+                   help="CPU threads for cl's pipeline alone [as --threads], to time a thread setting")
     p.add_argument("--workers", type=int, default=-1,
                    help="DataLoader workers of the classic pipeline [0 on a CPU, 4 on a GPU]")
     p.add_argument("--eval-images", type=int, default=2048,
@@ -73,6 +75,18 @@ def machine(device: torch.device) -> str:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def threaded(threads: int, fn: Callable[[], int]) -> Callable[[], int]:
+    """fn run with that many CPU threads (0: as it is), the setting restored after it."""
+    def run() -> int:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads or before)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(before)
+    return run
 
 
 def sync(device: torch.device) -> None:
@@ -163,14 +177,15 @@ def bench_training(args, cfg, ds, root, device, precision, workers) -> tuple[dic
 
     cl_model.train()
     tv_model.train()
-    for name, run in (("cl", cl_run), ("classic", classic_run)):
+    for name, run in (("cl", threaded(args.cl_threads, lambda: cl_run(2))),
+                      ("classic", lambda: classic_run(2))):
         sync(device)
         start = time.perf_counter()
-        run(2)       # first batches build kernels (and compile): not part of the rate
+        run()        # first batches build kernels (and compile): not part of the rate
         sync(device)
         print(f"  warm-up {name}: {time.perf_counter() - start:.1f} s for 2 batches", flush=True)
-    rates = interleaved({"cl": lambda: cl_run(args.batches), "classic": lambda: classic_run(args.batches)},
-                        args.rounds, device)
+    rates = interleaved({"cl": threaded(args.cl_threads, lambda: cl_run(args.batches)),
+                         "classic": lambda: classic_run(args.batches)}, args.rounds, device)
     return rates, {"cl": cl_model, "classic": tv_model}
 
 
@@ -212,6 +227,7 @@ def bench_inference(args, ds, root, device, precision, workers, nets) -> dict[st
         torch.cat(feats)
         return n_train
 
+    cl_eval, cl_embed = threaded(args.cl_threads, cl_eval), threaded(args.cl_threads, cl_embed)
     for run in (cl_eval, classic_eval, cl_embed, classic_embed):
         run()    # warm-up: kernel selection, worker start
     return {"evaluation": interleaved({"cl": cl_eval, "classic": classic_eval}, args.rounds, device),
@@ -271,9 +287,11 @@ def run(args: argparse.Namespace) -> None:
     cfg.validate()
     root = str(data_mod.locate(args.dataset, args.data_dir or None))
     ds = data_mod.load(args.dataset, root, device)
-    print(f"{args.model} on {args.dataset}, batch {args.batch_size}, device {device} ({machine(device)}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; cl: {precision}, "
-          f"channels_last, compile {args.compile}; classic: fp32, {workers} workers")
+    threads = torch.get_num_threads()
+    print(f"{args.model} on {args.dataset}, batch {args.batch_size}, {device} ({machine(device)}), "
+          f"torch {torch.__version__}\n  cl: {precision}, channels_last, compile {args.compile}, "
+          f"{args.cl_threads or threads} threads; classic: fp32, {workers} DataLoader workers, "
+          f"{threads} threads")
     print("training")
     rates, nets = bench_training(args, cfg, ds, root, device, precision, workers)
     print(f"training images/s: cl {rates['cl']:,.0f}  classic {rates['classic']:,.0f}  "
@@ -285,6 +303,8 @@ def run(args: argparse.Namespace) -> None:
               f"classic: batches of {args.batch_size})", flush=True)
     if args.to_accuracy:
         print(f"time to {args.to_accuracy:.2%} test accuracy, cl's default recipe")
+        if args.cl_threads:
+            torch.set_num_threads(args.cl_threads)
         bench_to_accuracy(args, cfg, ds)
 
 
