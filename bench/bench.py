@@ -299,7 +299,7 @@ def run(args: argparse.Namespace) -> None:
     for task, r in bench_inference(args, ds, root, device, precision, workers, nets).items():
         print(f"{task} images/s: cl {r['cl']:,.0f}  classic {r['classic']:,.0f}  "
               f"ratio {r['cl'] / r['classic']:.2f}x  (cl: infer(), batches of "
-              f"{accel.inference_batch_size(device)}; "
+              f"{threaded(args.cl_threads, lambda: accel.inference_batch_size(device))()}; "
               f"classic: batches of {args.batch_size})", flush=True)
     if args.to_accuracy:
         print(f"time to {args.to_accuracy:.2%} test accuracy, cl's default recipe")

@@ -79,7 +79,7 @@ def test_training_is_deterministic_and_inference_autotunes(tiny_data, tmp_path):
     assert seen == [(True, False)]
 
 
-def test_cpu_inference_runs_in_cache_sized_batches():
+def test_cpu_inference_batch_follows_the_thread_count():
     sizes = []
 
     class SizeModel(nn.Module):
@@ -88,12 +88,22 @@ def test_cpu_inference_runs_in_cache_sized_batches():
             flat = x.flatten(1)
             return flat[:, :2], flat[:, :10]
 
-    split = data_mod.Split(torch.zeros(300, 28, 28, dtype=torch.uint8), torch.zeros(300, dtype=torch.long))
-    features, logits = infer(SizeModel(), split, 0.0, 1.0, torch.device("cpu"), "fp32")
-    assert sizes == [128, 128, 44] and features.shape == (300, 2) and logits.shape == (300, 10)
+    split = data_mod.Split(torch.zeros(600, 28, 28, dtype=torch.uint8), torch.zeros(600, dtype=torch.long))
+    cpu = torch.device("cpu")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        features, logits = infer(SizeModel(), split, 0.0, 1.0, cpu, "fp32")
+        assert sizes == [128] * 4 + [88] and features.shape == (600, 2) and logits.shape == (600, 10)
+        torch.set_num_threads(2)
+        sizes.clear()
+        infer(SizeModel(), split, 0.0, 1.0, cpu, "fp32")
+        assert sizes == [512, 88]
+    finally:
+        torch.set_num_threads(threads)
     sizes.clear()
-    infer(SizeModel(), split, 0.0, 1.0, torch.device("cpu"), "fp32", batch_size=200)
-    assert sizes == [200, 100]
+    infer(SizeModel(), split, 0.0, 1.0, cpu, "fp32", batch_size=200)
+    assert sizes == [200, 200, 200]
     assert accel.inference_batch_size(torch.device("cuda")) == 2048
 
 
