@@ -1,6 +1,5 @@
-"""Speed settings that depend on the device: cuDNN autotuning, the optimizer kernel, torch.compile.
-
-What each one is worth was measured with bench/bench.py; README's Performance section has the figures.
+"""Speed settings that depend on the device: cuDNN autotuning, the inference batch, the optimizer
+kernel, torch.compile. bench/variants.py measures each; README's Performance section has the figures.
 """
 from __future__ import annotations
 
