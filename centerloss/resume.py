@@ -24,7 +24,7 @@ from .safeio import HeaderError, read_header
 FORMAT = "cl-resume/1"
 # Flags that change how or how long a run trains, not what it trains: a resumed run may change
 # them. Any other flag given with --resume must repeat the run's own value.
-FREE_ON_RESUME = ("epochs", "device", "precision", "data_dir", "memory_mb", "workers")
+FREE_ON_RESUME = ("epochs", "device", "precision", "data_dir", "memory_mb", "workers", "compile")
 FLAG_NAMES = {"lam": "--lambda"}
 
 

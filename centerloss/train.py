@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import accel
 from . import checkpoint as ckpt_io
 from . import data as data_mod
 from . import distributed
@@ -68,11 +69,14 @@ def autocast(device: torch.device, precision: str):
 
 @torch.inference_mode()
 def infer(model: torch.nn.Module, split: data_mod.Split, mean: data_mod.Stats, std: data_mod.Stats,
-          device: torch.device, precision: str, batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, logits) of a whole split in fp32, on the device, in large batches."""
+          device: torch.device, precision: str, batch_size: int | None = None
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, logits) of a whole split in fp32, on the device, in batches of batch_size
+    (default: the size that suits the device, accel.inference_batch_size)."""
+    batch_size = batch_size or accel.inference_batch_size(device)
     model.eval()
     feats, logits = [], []
-    with autocast(device, precision):
+    with autocast(device, precision), accel.cudnn_mode(autotune=True):
         for x, _ in data_mod.eval_batches(split, batch_size, mean, std):
             f, z = model(x.contiguous(memory_format=torch.channels_last))
             feats.append(f.float())
@@ -134,9 +138,10 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
     BatchNorm or PReLU slopes, which decay would push towards ReLU)."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
     rest = [p for p in model.parameters() if p.ndim < 2]
+    fused = accel.fused_optimizer(next(model.parameters()).device)
     return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                             {"params": rest, "weight_decay": 0.0}],
-                           lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+                           lr=cfg.lr, momentum=cfg.momentum, nesterov=True, fused=fused)
 
 
 def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None = None,
@@ -180,6 +185,12 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
     net = distributed.wrap(model, ctx)   # what trains; `model` is what is evaluated and saved
     center_loss = CenterLoss(num_classes, cfg.feature_dim, cfg.alpha, ctx.group).to(device)
     optimizer = make_optimizer(model, cfg)
+    forward = net
+    if cfg.compile:
+        try:   # compiled for the full shard of a batch; other sizes run eager
+            forward = accel.compiled_forward(net, cfg.batch_size // ctx.world, device)
+        except accel.CompileError as e:
+            raise TrainError(str(e)) from e
     batches = data_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
     schedule = Schedule(cfg.lr, int(cfg.warmup_epochs * batches), cfg.epochs * batches)
     if state:
@@ -205,8 +216,9 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
     cb.on_start(cfg, device, precision, ds, progress.epoch)
     with stop_on_signals() as stop:
         for epoch in range(progress.epoch, cfg.epochs + 1):
-            record = train_epoch(net, center_loss, optimizer, schedule, ds, cfg, epoch, device,
-                                 precision, cb, progress, stop, ctx)
+            with accel.cudnn_mode(autotune=False):
+                record = train_epoch(net, center_loss, optimizer, schedule, ds, cfg, epoch, device,
+                                     precision, cb, progress, stop, ctx, forward)
             if record is None:
                 raise Interrupted(stop.signum, epoch, progress.batch, batches, save_state(progress))
             if ctx.group is not None:   # the proof that the all-reduced updates kept them equal
@@ -243,11 +255,35 @@ def check_finite(epoch: int, ce: float, center: float, model: torch.nn.Module,
                          f"Epochs before {epoch} are saved.")
 
 
+def train_step(forward: accel.Forward, center_loss: CenterLoss, optimizer: torch.optim.Optimizer,
+               x: torch.Tensor, y: torch.Tensor, lam: float, lr: float, device: torch.device,
+               precision: str, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimisation step on a batch; returns (features, cross-entropy, center loss), still on
+    the device. Nothing here reads a value back, so the host never waits for the device. `scale`
+    multiplies the loss that is differentiated (DDP's shard weighting), not the losses returned."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(device, precision):
+        features, logits = forward(x.contiguous(memory_format=torch.channels_last))
+    ce = F.cross_entropy(logits.float(), y)
+    center = center_loss(features, y)          # also moves the centers by Eq. 4
+    loss = ce + lam * center
+    if scale != 1.0:
+        loss = loss * scale
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return features, ce, center
+
+
 def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device, precision, cb,
                 progress: EpochProgress | None = None, stop: StopRequest | None = None,
-                ctx: distributed.Context = distributed.Context()) -> dict | None:
+                ctx: distributed.Context = distributed.Context(),
+                forward: accel.Forward | None = None) -> dict | None:
     """Train one epoch from progress.batch on and return its record, or None if `stop` was
-    requested before its last batch: `progress` then holds where it stopped."""
+    requested before its last batch: `progress` then holds where it stopped. `forward` (default:
+    the model) may be a compiled one."""
+    forward = forward or model
     model.train()
     center_loss.train()
     n = len(ds.train)
@@ -266,21 +302,11 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
                                                        cfg.augment, ds.mean, ds.std, start=first,
                                                        rank=ctx.rank, world=ctx.world), first):
         m = min(cfg.batch_size, n - i * cfg.batch_size)   # the whole batch, over all ranks
-        for group in optimizer.param_groups:
-            group["lr"] = schedule(step + i)
-        with autocast(device, precision):
-            features, logits = model(x.contiguous(memory_format=torch.channels_last))
-        ce = F.cross_entropy(logits.float(), y)
-        center = center_loss(features, y)          # also moves the centers by Eq. 4
-        loss = ce + cfg.lam * center
-        if ctx.world > 1:
-            # DDP averages the ranks' gradients; weighting each shard's mean by its share of the
-            # batch makes that average the gradient of the whole batch's mean even when the
-            # shards differ by an image
-            loss = loss * (y.shape[0] * ctx.world / m)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        # DDP averages the ranks' gradients; weighting each shard's mean by its share of the batch
+        # makes that average the gradient of the whole batch's mean even when shards differ by one
+        scale = y.shape[0] * ctx.world / m if ctx.world > 1 else 1.0
+        features, ce, center = train_step(forward, center_loss, optimizer, x, y, cfg.lam,
+                                          schedule(step + i), device, precision, scale)
         window.add(ce, center)
         totals.add(ce, center)
         if i < keep:

@@ -1,0 +1,170 @@
+"""Device speed settings: cuDNN modes, --compile, and the CUDA path's promises (no host sync)."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from centerloss import accel
+from centerloss import checkpoint as ckpt_io
+from centerloss import data as data_mod
+from centerloss.config import Config
+from centerloss.models import build_model
+from centerloss.train import Callbacks, infer, make_optimizer, train
+from cli.main import app
+
+sys.path.insert(0, str(Path(__file__).parent))
+from idxdata import make_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"), n_train=200, n_test=50)
+
+
+class FakeCompile:
+    """Stands in for torch.compile, which takes minutes on a CPU: records which batch sizes reach
+    the 'compiled' model."""
+
+    def __init__(self):
+        self.sizes = []
+        self.kwargs = None
+
+    def __call__(self, model, **kwargs):
+        self.kwargs = kwargs
+
+        def compiled(x):
+            self.sizes.append(x.shape[0])
+            return model(x)
+        return compiled
+
+
+def test_cudnn_mode_sets_then_restores_the_callers_flags():
+    cudnn = torch.backends.cudnn
+    saved = cudnn.benchmark, cudnn.deterministic
+    try:
+        cudnn.benchmark, cudnn.deterministic = False, False
+        with accel.cudnn_mode(autotune=True):
+            assert (cudnn.benchmark, cudnn.deterministic) == (True, False)
+        with pytest.raises(RuntimeError), accel.cudnn_mode(autotune=False):
+            assert (cudnn.benchmark, cudnn.deterministic) == (False, True)
+            raise RuntimeError("restored even so")
+        assert (cudnn.benchmark, cudnn.deterministic) == (False, False)
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved
+
+
+def test_training_is_deterministic_and_inference_autotunes(tiny_data, tmp_path):
+    cudnn = torch.backends.cudnn
+    seen = []
+
+    class Probe(Callbacks):
+        def on_batch(self, epoch, batch, batches, images, window):
+            seen.append((cudnn.benchmark, cudnn.deterministic))
+
+    train(Config(model="seed", epochs=1, batch_size=100, data_dir=str(tiny_data)), tmp_path / "r", Probe())
+    assert seen == [(False, True)] * 2
+
+    class FlagModel(nn.Module):
+        def forward(self, x):
+            seen.append((cudnn.benchmark, cudnn.deterministic))
+            flat = x.flatten(1)
+            return flat[:, :2], flat[:, :10]
+
+    seen.clear()
+    split = data_mod.Split(torch.zeros(3, 28, 28, dtype=torch.uint8), torch.zeros(3, dtype=torch.long))
+    infer(FlagModel(), split, 0.0, 1.0, torch.device("cpu"), "fp32")
+    assert seen == [(True, False)]
+
+
+def test_cpu_inference_batch_follows_the_thread_count():
+    sizes = []
+
+    class SizeModel(nn.Module):
+        def forward(self, x):
+            sizes.append(x.shape[0])
+            flat = x.flatten(1)
+            return flat[:, :2], flat[:, :10]
+
+    split = data_mod.Split(torch.zeros(600, 28, 28, dtype=torch.uint8), torch.zeros(600, dtype=torch.long))
+    cpu = torch.device("cpu")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        features, logits = infer(SizeModel(), split, 0.0, 1.0, cpu, "fp32")
+        assert sizes == [128] * 4 + [88] and features.shape == (600, 2) and logits.shape == (600, 10)
+        torch.set_num_threads(2)
+        sizes.clear()
+        infer(SizeModel(), split, 0.0, 1.0, cpu, "fp32")
+        assert sizes == [512, 88]
+    finally:
+        torch.set_num_threads(threads)
+    sizes.clear()
+    infer(SizeModel(), split, 0.0, 1.0, cpu, "fp32", batch_size=200)
+    assert sizes == [200, 200, 200]
+    assert accel.inference_batch_size(torch.device("cuda")) == 2048
+
+
+def test_compiled_forward_leaves_partial_batches_to_the_eager_model(tiny_data, tmp_path, monkeypatch):
+    fake = FakeCompile()
+    monkeypatch.setattr(torch, "compile", fake)
+    cfg = Config(model="seed", epochs=2, batch_size=64, data_dir=str(tiny_data), compile=True)
+    train(cfg, tmp_path / "r")
+    # 200 images: three full batches of 64 per epoch compiled, the last 8 eager
+    assert fake.sizes == [64, 64, 64] * 2
+    assert fake.kwargs == {"dynamic": False}
+    ckpt = ckpt_io.load_checkpoint(tmp_path / "r" / "model.safetensors")
+    assert ckpt.config.compile is True
+    assert set(ckpt.model_state) == set(build_model("seed").state_dict())   # no "_orig_mod." prefix
+
+
+def test_old_configs_without_compile_still_load():
+    text = Config().to_json().replace(', "compile": false', "")
+    assert "compile" not in text
+    assert Config.from_json(text).compile is False
+
+
+def test_compile_without_a_cpp_compiler_is_a_one_line_error(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(accel.shutil, "which", lambda name: None)
+    monkeypatch.setenv("CXX", "")
+    result = CliRunner().invoke(app, ["train", "--model", "seed", "--epochs", "1", "--compile",
+                                      "--data-dir", str(tiny_data), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: --compile on the CPU needs a C++ compiler")
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_cpu_keeps_the_default_optimizer():
+    opt = make_optimizer(nn.Linear(3, 2), Config())
+    assert not opt.defaults["fused"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_epoch_never_waits_for_the_device(tiny_data, tmp_path):
+    """Every batch runs with CUDA's sync debug mode set to raise: a .item(), a bool test of a
+    tensor or a blocking copy in the loop would fail the run. The epoch-end read is allowed."""
+
+    class NoSync(Callbacks):
+        def __init__(self):
+            self.batches = 0
+
+        def on_epoch_start(self, epoch, batches):
+            torch.cuda.set_sync_debug_mode("error")
+
+        def on_batch(self, epoch, batch, batches, images, window):
+            self.batches += 1
+            if batch == batches:
+                torch.cuda.set_sync_debug_mode("default")
+
+    probe = NoSync()
+    try:
+        cfg = Config(model="lenetspp", epochs=1, batch_size=64, data_dir=str(tiny_data), device="cuda")
+        train(cfg, tmp_path / "r", probe)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert probe.batches == 4
+    model = nn.Linear(3, 2).cuda()
+    assert make_optimizer(model, Config()).defaults["fused"] is True
