@@ -74,7 +74,7 @@ def _prepare(path: Path | str, device: str, precision: str):
 
 
 def embed_split(path: Path | str, split: str = "test", data_dir: str | None = None,
-                device: str = "auto", precision: str = "fp32", batch_size: int = 2048) -> Embedding:
+                device: str = "auto", precision: str = "fp32", batch_size: int | None = None) -> Embedding:
     """Every image of a split of the checkpoint's data set, in the data set's order."""
     if split not in ("train", "test"):
         raise EmbedError(f"unknown split {split!r}; choose train or test")
@@ -127,7 +127,7 @@ def read_image(path: Path, height: int, width: int, invert: bool = False, channe
 
 
 def embed_images(path: Path | str, images: list[Path | str], device: str = "auto",
-                 precision: str = "fp32", batch_size: int = 2048, invert: bool = False) -> Embedding:
+                 precision: str = "fp32", batch_size: int | None = None, invert: bool = False) -> Embedding:
     """Image files (or folders of them), converted to the checkpoint's channels and input size and
     normalised with its training statistics, as the training images were. Models trained on an
     image folder get that loader's shorter-side resize and centre crop; the others a plain resize."""
