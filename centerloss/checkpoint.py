@@ -206,6 +206,9 @@ def resolve(run: Path | str = "params", checkpoint: Path | str | None = None, ep
         return Path(checkpoint)
     run = Path(run)
     if epoch is None:
+        if not (run / "model.safetensors").is_file():
+            raise CheckpointError(f"{run} holds no trained model (no model.safetensors); train one "
+                                  f"with: cl train --out {run}, or pass --checkpoint FILE")
         return run / "model.safetensors"
     path = run / "epochs" / epoch_name(epoch)
     if not path.is_file():

@@ -53,3 +53,8 @@ def test_missing_epoch_lists_the_epochs_present(tmp_path):
         ckpt_io.save_checkpoint(tmp_path / "epochs" / ckpt_io.epoch_name(e), ckpt)
     with pytest.raises(ckpt_io.CheckpointError, match="epochs present: 1, 2"):
         ckpt_io.resolve(tmp_path, epoch=5)
+
+
+def test_a_run_without_a_model_says_how_to_make_one(tmp_path):
+    with pytest.raises(ckpt_io.CheckpointError, match="no trained model.*cl train --out"):
+        ckpt_io.resolve(tmp_path / "empty")
