@@ -37,8 +37,8 @@ from centerloss import data as data_mod
 from centerloss.config import Config
 from centerloss.loss import CenterLoss
 from centerloss.models import build_model
-from centerloss.train import (Callbacks, TrainError, infer, make_optimizer, resolve_device,
-                              resolve_precision, train, train_step)
+from centerloss.device import infer, resolve_device, resolve_precision
+from centerloss.train import Callbacks, TrainError, make_optimizer, train, train_step
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -20,7 +20,8 @@ from centerloss import data as data_mod
 from centerloss.config import Config
 from centerloss.loss import CenterLoss
 from centerloss.models import build_model
-from centerloss.train import infer, make_optimizer, resolve_device, train_step
+from centerloss.device import infer, resolve_device
+from centerloss.train import make_optimizer, train_step
 
 WORDS = {"cl", "nchw", "bf16", "compile", "t1"}
 

@@ -19,7 +19,7 @@ from .datasets import dataset_for
 from .folder import decode
 from .metrics import nearest_center
 from .pairs import normalization_of
-from .train import infer, resolve_device, resolve_precision
+from .device import infer, resolve_device, resolve_precision
 
 FORMAT = "cl-embedding/1"
 FORMATS = (".safetensors", ".npy", ".csv")

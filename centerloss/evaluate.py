@@ -6,7 +6,7 @@ from pathlib import Path
 from . import checkpoint as ckpt_io
 from .datasets import dataset_for
 from .metrics import summarize
-from .train import infer, resolve_device, resolve_precision
+from .device import infer, resolve_device, resolve_precision
 from .verification import verify_features
 
 

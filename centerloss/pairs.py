@@ -27,7 +27,7 @@ from . import data as data_mod
 from .cifar import MEAN as CIFAR_MEAN, STD as CIFAR_STD
 from .data import DataError, Split
 from .folder import decode_all, default_workers
-from .train import infer, resolve_device, resolve_precision
+from .device import infer, resolve_device, resolve_precision
 from .verification import Verification, pair_scores, verify_scores
 
 YES = {"1", "true", "same", "yes", "match", "matched", "genuine"}

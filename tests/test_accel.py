@@ -12,7 +12,8 @@ from centerloss import checkpoint as ckpt_io
 from centerloss import data as data_mod
 from centerloss.config import Config
 from centerloss.models import build_model
-from centerloss.train import Callbacks, infer, make_optimizer, train
+from centerloss.device import infer
+from centerloss.train import Callbacks, make_optimizer, train
 from cli.main import app
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -91,7 +91,7 @@ def test_embed_rgb_images_with_a_folder_model_matches_its_own_forward_pass(run, 
 
     from centerloss import data as data_mod
     from centerloss.folder import decode
-    from centerloss.train import infer
+    from centerloss.device import infer
     images, run_dir = run
     files = sorted((images / "class_1").glob("*.png"))[:5]
     out = tmp_path / "e.safetensors"

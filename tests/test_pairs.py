@@ -7,7 +7,7 @@ from centerloss.data import DataError, Split
 from centerloss.datasets import open_dataset
 from centerloss.folder import decode_all
 from centerloss.pairs import evaluate_pairs, normalization_of, read_pairs
-from centerloss.train import infer
+from centerloss.device import infer
 from centerloss.verification import pair_scores, verify_scores
 from imagedata import train_folder_run, write_png_gray
 
