@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import torch
 
+from pathlib import Path
+
 from . import accel
+from . import checkpoint as ckpt_io
 from . import data as data_mod
 from .errors import TrainError
 
@@ -60,3 +63,13 @@ def infer(model: torch.nn.Module, split: data_mod.Split, mean: data_mod.Stats, s
             feats.append(f.float())
             logits.append(z.float())
     return torch.cat(feats), torch.cat(logits)
+
+
+def load_model(path: Path | str, device: str = "auto", precision: str = "auto"
+               ) -> tuple[ckpt_io.Checkpoint, torch.nn.Module, torch.device, str]:
+    """(checkpoint, its model on the device, the device, the precision) for the commands that
+    read a saved model: eval, embed and pairs verification."""
+    ckpt = ckpt_io.load_checkpoint(Path(path))
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    return ckpt, ckpt_io.build_from_checkpoint(ckpt, path).to(dev), dev, prec

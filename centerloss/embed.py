@@ -19,7 +19,7 @@ from .datasets import dataset_for
 from .folder import decode
 from .metrics import nearest_center
 from .pairs import normalization_of
-from .device import infer, resolve_device, resolve_precision
+from .device import infer, load_model
 
 FORMAT = "cl-embedding/1"
 FORMATS = (".safetensors", ".npy", ".csv")
@@ -65,10 +65,7 @@ def _run(model: torch.nn.Module, split: data_mod.Split, mean: data_mod.Stats, st
 
 
 def _prepare(path: Path | str, device: str, precision: str):
-    ckpt = ckpt_io.load_checkpoint(Path(path))
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    model = ckpt_io.build_from_checkpoint(ckpt, path).to(dev)
+    ckpt, model, dev, prec = load_model(path, device, precision)
     info = {"checkpoint": str(path), "epoch": ckpt.epoch, "dataset": ckpt.config.dataset}
     return ckpt, model, dev, prec, info
 

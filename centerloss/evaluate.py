@@ -6,7 +6,7 @@ from pathlib import Path
 from . import checkpoint as ckpt_io
 from .datasets import dataset_for
 from .metrics import summarize
-from .device import infer, resolve_device, resolve_precision
+from .device import infer, load_model
 from .verification import verify_features
 
 
@@ -17,10 +17,7 @@ def evaluate_checkpoint(path: Path | str, data_dir: str | None = None, device: s
 
     verify_pairs > 0 adds face-style verification on that many pairs drawn with pair_seed from
     the test split, which training never saw (report["verification"])."""
-    ckpt = ckpt_io.load_checkpoint(Path(path))
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    model = ckpt_io.build_from_checkpoint(ckpt, path).to(dev)
+    ckpt, model, dev, prec = load_model(path, device, precision)
     cfg = ckpt.config
     ds = dataset_for(cfg, dev, data_dir)
     if list(ds.classes) != list(ckpt.classes):

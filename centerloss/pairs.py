@@ -27,7 +27,7 @@ from . import data as data_mod
 from .cifar import MEAN as CIFAR_MEAN, STD as CIFAR_STD
 from .data import DataError, Split
 from .folder import decode_all, default_workers
-from .device import infer, resolve_device, resolve_precision
+from .device import infer, load_model
 from .verification import Verification, pair_scores, verify_scores
 
 YES = {"1", "true", "same", "yes", "match", "matched", "genuine"}
@@ -130,11 +130,8 @@ def evaluate_pairs(path: Path | str, pairs_file: Path | str, images_dir: Path | 
                    metric: str = "cosine", folds: int = 10, device: str = "auto",
                    precision: str = "auto", workers: int = -1) -> tuple[dict, Verification]:
     """Every verification figure of a checkpoint on the pairs of a file."""
-    ckpt = ckpt_io.load_checkpoint(Path(path))
+    ckpt, model, dev, prec = load_model(path, device, precision)
     pairs = read_pairs(pairs_file, images_dir)
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    model = ckpt_io.build_from_checkpoint(ckpt, path).to(dev)
     channels, size, width = ckpt.input_shape
     if size != width:
         raise ckpt_io.CheckpointError(f"{path}: input {size}x{width} is not square; "
