@@ -292,12 +292,18 @@ def proc_guard():
             p.wait(timeout=30)
 
 
-def test_kill_9_keeps_every_completed_epoch_then_resume(data, reference, tmp_path, proc_guard):
+def training_past_epoch_1(data, tmp_path, proc_guard):
+    """(run folder, config, process) of a `cl train` subprocess that has finished its first epoch."""
     out = tmp_path / "run"
     cfg = tiny_config(data)
     proc = start_training(out, cfg)
     proc_guard.append(proc)
     wait_for_epochs(proc, out, 1)
+    return out, cfg, proc
+
+
+def test_kill_9_keeps_every_completed_epoch_then_resume(data, reference, tmp_path, proc_guard):
+    out, cfg, proc = training_past_epoch_1(data, tmp_path, proc_guard)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=SUBPROCESS_TIMEOUT_S)
     assert proc.returncode == -signal.SIGKILL
@@ -314,11 +320,7 @@ def test_kill_9_keeps_every_completed_epoch_then_resume(data, reference, tmp_pat
 
 
 def test_ctrl_c_in_the_command_saves_and_says_how_to_resume(data, reference, tmp_path, proc_guard):
-    out = tmp_path / "run"
-    cfg = tiny_config(data)
-    proc = start_training(out, cfg)
-    proc_guard.append(proc)
-    wait_for_epochs(proc, out, 1)
+    out, cfg, proc = training_past_epoch_1(data, tmp_path, proc_guard)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=SUBPROCESS_TIMEOUT_S)
     assert proc.returncode == 130, err
