@@ -265,7 +265,7 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
                 event = guard.recover(epoch, i + 1, totals.sums)
                 break
         if event is None:     # the end of the epoch, where the loop waits for the device anyway
-            if guard.check(batches, totals.sums, weights_too=True):
+            if guard.check(batches, totals.sums, weights_too=True, probe=probe(model, x)):
                 break
             event = guard.recover(epoch, batches, totals.sums)
         first = progress.batch = totals.batches = event.back_to
@@ -292,6 +292,16 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
         record["_train_snapshot"] = (torch.cat(kept_feats)[:cfg.snapshot_train],
                                      torch.cat(kept_labels)[:cfg.snapshot_train])
     return record
+
+
+@torch.no_grad()
+def probe(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The logits the model in its present state gives the batch x, in eval mode: the guard's view
+    of the epoch's last update, which no training loss has seen yet."""
+    model.eval()
+    _, logits = model(x.contiguous(memory_format=torch.channels_last))
+    model.train()
+    return logits
 
 
 def evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out) -> dict:

@@ -91,6 +91,17 @@ class TrainReporter(Callbacks):
             self.console.print(epoch_line(record, self.epochs), highlight=False)
         sys.stdout.flush()
 
+    def on_guard(self, event) -> None:
+        """One line, even under --quiet or --json (on stderr then): the run changed course."""
+        what = ("the loss became non-finite" if event.reason == "non-finite" else
+                f"the loss jumped to {event.loss:.4g} from a recent {event.recent:.4g}")
+        line = (f"guard: epoch {event.epoch}, by batch {event.batch}: {what}; back to batch "
+                f"{event.back_to}, learning rate x{event.lr_scale:g} from now on")
+        if self.quiet or self.as_json:
+            Console(stderr=True, highlight=False, soft_wrap=True).print(line, markup=False)
+        else:
+            self.console.print(line, markup=False)
+
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()

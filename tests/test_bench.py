@@ -40,3 +40,25 @@ def test_bench_reports_bad_options_in_one_line():
     with pytest.raises(SystemExit) as stop:
         load_bench().main(["--model", "vgg"])
     assert stop.value.code == "error: unknown model 'vgg'; choose one of: lenetspp, seed, resnet18"
+
+
+def test_sweep_prints_a_row_per_cell_and_names_a_diverged_one(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("sweep_script", BENCH.parent / "sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    data = make_dataset(tmp_path, n_train=120, n_test=40)
+    sweep.main(["--data-dir", str(data), "--subset", "60", "--epochs", "1", "--set", "model=seed",
+                "--set", "device=cpu", "--set", "precision=fp32", "--vary", "batch_size=20,60",
+                "--vary", "lr=1e30"])
+    out = capsys.readouterr().out
+    assert re.search(r"^sweep: 4 cells, 1 epochs each, subset of 60 training split; .*threads", out, re.M)
+    rows = re.findall(r"^(\S.*?)\s+([\d.]+) +(?:([\d.]+)% +([\d.]+)% +([\d.]+) +(\d+)|- +- +- +-) +"
+                      r"(ok|diverged) +([\d.]+)$", out, re.M)
+    assert [r[0] for r in rows] == ["model=seed, device=cpu, precision=fp32",
+                                    "model=seed, device=cpu, precision=fp32, batch_size=20",
+                                    "model=seed, device=cpu, precision=fp32, batch_size=60",
+                                    "model=seed, device=cpu, precision=fp32, lr=1e+30"]
+    assert [r[6] for r in rows] == ["ok", "ok", "ok", "diverged"]
+    for row in rows[:3]:
+        assert 0 <= float(row[2]) <= 100 and 0 <= float(row[3]) <= 100 and int(row[5]) == 0
+    assert [float(r[1]) for r in rows[:3]] == pytest.approx([0.05, 0.05 * (20 / 128) ** 0.5, 0.05 * (60 / 128) ** 0.5], abs=1e-4)
