@@ -5,6 +5,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from . import limits
 from .data import DATASET_NAMES
 
 MODELS = ("lenetspp", "seed", "resnet18")
@@ -75,6 +76,7 @@ class Config:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
+        limits.check_config(self)   # every float finite, every size inside its range
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

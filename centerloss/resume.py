@@ -49,6 +49,7 @@ class ResumeState:
     optimizer_state: dict
     rng_cpu: torch.Tensor
     rng_cuda: torch.Tensor | None = None
+    data_fingerprint: str = ""              # of the data set trained on (preflight.fingerprint)
 
 
 def state_path(out: Path | str) -> Path:
@@ -57,10 +58,10 @@ def state_path(out: Path | str) -> Path:
 
 def capture(cfg: Config, progress: EpochProgress, history: list[dict], input_shape: list[int],
             model: torch.nn.Module, centers: torch.Tensor, optimizer: torch.optim.Optimizer,
-            device: torch.device) -> ResumeState:
+            device: torch.device, data_fingerprint: str = "") -> ResumeState:
     rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     return ResumeState(cfg, progress, list(history), list(input_shape), model.state_dict(), centers,
-                       optimizer.state_dict(), torch.get_rng_state(), rng_cuda)
+                       optimizer.state_dict(), torch.get_rng_state(), rng_cuda, data_fingerprint)
 
 
 def save_state(out: Path | str, state: ResumeState) -> Path:
@@ -87,7 +88,7 @@ def save_state(out: Path | str, state: ResumeState) -> Path:
     metadata = {
         "format": FORMAT, "config": state.config.to_json(), "epoch": str(p.epoch),
         "batch": str(p.batch), "history": json.dumps(state.history),
-        "input_shape": json.dumps(state.input_shape),
+        "input_shape": json.dumps(state.input_shape), "data_fingerprint": state.data_fingerprint,
         "optimizer": json.dumps({"param_groups": state.optimizer_state["param_groups"],
                                  "scalars": scalars}),
     }
@@ -201,7 +202,7 @@ def load_state(out: Path | str, cfg: Config) -> ResumeState:
         raise CheckpointError(f"{path}: bad optimizer state ({e})") from e
     return ResumeState(cfg, progress, history, input_shape, model_state, centers,
                        {"state": state, "param_groups": groups}, tensors["rng.cpu"],
-                       tensors.get("rng.cuda"))
+                       tensors.get("rng.cuda"), metadata.get("data_fingerprint", ""))
 
 
 def restore(state: ResumeState, model: torch.nn.Module, centers: torch.Tensor,

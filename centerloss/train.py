@@ -4,6 +4,7 @@ It reports through callbacks and knows no terminal; cli/ renders. Losses are sum
 device and read only when a callback asks, so the loop itself never waits for the device."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import accel
+from . import accel, preflight
 from . import checkpoint as ckpt_io
 from . import data as data_mod
 from . import distributed
@@ -106,7 +107,11 @@ def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None =
     except distributed.DistributedError as e:
         raise TrainError(str(e)) from e
     try:
-        return _train(cfg, Path(out), callbacks or Callbacks(), dataset, overwrite, resume, ctx)
+        check_out_dir(Path(out), overwrite, resume)
+        preflight.check_out(cfg, Path(out))
+        # One run at a time per folder, for the whole run, data load included (rank 0 writes).
+        with runfolder.run_lock(Path(out)) if ctx.is_main else contextlib.nullcontext():
+            return _train(cfg, Path(out), callbacks or Callbacks(), dataset, overwrite, resume, ctx)
     finally:
         distributed.leave(ctx)
 
@@ -115,7 +120,6 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
            resume: bool, ctx: distributed.Context) -> list[dict]:
     device = ctx.device or resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    check_out_dir(out, overwrite, resume)
     state = resume_mod.load_state(out, cfg) if resume else None
     history = state.history if state else []
     if len(history) >= cfg.epochs:
@@ -124,6 +128,12 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
         cb = Callbacks()
     with distributed.main_first(ctx):    # rank 0 alone downloads or unpacks
         ds = dataset or dataset_for(cfg, device)
+    preflight.check_data(cfg, ds, ctx.world)     # before --overwrite below erases anything
+    data_id = preflight.fingerprint(ds)
+    if state and state.data_fingerprint and state.data_fingerprint != data_id:
+        raise TrainError(f"--resume: the {cfg.dataset} data found now differs from the data {out} "
+                         f"was trained on; resume with the run's own --data-dir "
+                         f"({cfg.data_dir or 'the default'}), or train a new run elsewhere")
     torch.manual_seed(cfg.seed)
     num_classes = len(ds.classes)
     c, h, w = ds.input_shape
@@ -154,7 +164,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
         if ctx.is_main:
             path = resume_mod.save_state(out, resume_mod.capture(
                 cfg, progress, history, list(ds.input_shape), model, center_loss.centers,
-                optimizer, device))
+                optimizer, device, data_id))
         return path
 
     progress = state.progress if state else EpochProgress(1)
@@ -238,8 +248,6 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
     progress = progress or EpochProgress(epoch)
     window = LossWindow(device)
     totals = LossWindow(device, progress.loss_sums, progress.batch)
-    keep = math.ceil(cfg.snapshot_train / cfg.batch_size) if cfg.snapshot_train else 0
-    kept_feats, kept_labels = progress.kept_features, progress.kept_labels
     cb.on_epoch_start(epoch, batches)
     start = time.perf_counter()
     seen = 0
@@ -256,9 +264,6 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
                                           schedule(step + i), device, precision, scale)
         window.add(ce, center)
         totals.add(ce, center)
-        if i < keep:
-            kept_feats.append(features.detach().float())
-            kept_labels.append(y)
         seen += m
         progress.batch = i + 1
         cb.on_batch(epoch, i + 1, batches, seen, window)
@@ -273,9 +278,6 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
     record = {"epoch": epoch, "train_ce": train_ce, "train_center": train_center,
               "train_seconds": seconds, "train_images_per_s": seen / seconds,
               "lr": schedule(step + batches - 1)}
-    if kept_feats:
-        record["_train_snapshot"] = (torch.cat(kept_feats)[:cfg.snapshot_train],
-                                     torch.cat(kept_labels)[:cfg.snapshot_train])
     return record
 
 
@@ -285,15 +287,20 @@ def evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out) -
     labels = ds.test.labels
     centers = center_loss.centers
     comp = compactness(features, centers, labels)
-    return {
+    record = {
         "test_ce": F.cross_entropy(logits, labels).item(),
         "test_center": 0.5 * (features - centers[labels]).pow(2).sum(1).mean().item(),
         "test_accuracy": (logits.argmax(1) == labels).float().mean().item(),
         "nearest_center_accuracy": nearest_center_accuracy(features, centers, labels),
         "intra_distance": comp["intra"], "inter_distance": comp["inter"], "compactness": comp["ratio"],
-        "eval_seconds": time.perf_counter() - start,
         "_test_snapshot": (features, labels),
     }
+    if cfg.snapshot_train:   # the same train images every epoch, through the epoch's final model
+        sample = preflight.sample_split(ds.train, cfg.snapshot_train)
+        train_features, _ = infer(model, sample, ds.mean, ds.std, device, precision)
+        record["_train_snapshot"] = (train_features, sample.labels)
+    record["eval_seconds"] = time.perf_counter() - start
+    return record
 
 
 def save_epoch(out: Path, model, center_loss, ds, cfg, epoch: int, record: dict) -> None:

@@ -136,7 +136,7 @@ def test_cuda_without_a_gpu(world):
 
 def test_absurd_lr_stops_with_a_clear_message(world):
     out = world["empty"] / "nan"
-    result = invoke(["train", *cli_flags(tiny_config(world["data"], epochs=2)), "--lr", "1e30",
+    result = invoke(["train", *cli_flags(tiny_config(world["data"], epochs=2)), "--lr", "1000",
                      "--out", out, "--quiet"])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
