@@ -206,6 +206,9 @@ def resolve(run: Path | str = "params", checkpoint: Path | str | None = None, ep
         return Path(checkpoint)
     run = Path(run)
     if epoch is None:
+        if not run.is_dir():
+            raise CheckpointError(f"{run}: no such run folder; pass --run with a folder `cl train` "
+                                  f"wrote (train one with: cl train --out {run}), or --checkpoint FILE")
         if not (run / "model.safetensors").is_file():
             raise CheckpointError(f"{run} holds no trained model (no model.safetensors); train one "
                                   f"with: cl train --out {run}, or pass --checkpoint FILE")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -37,8 +38,20 @@ def open_dataset(name: str, data_dir: str | os.PathLike | None = None,
     return ds
 
 
-def dataset_for(cfg: Config, device: torch.device | str = "cpu", data_dir: str | None = None) -> Dataset:
-    """The data set a run's config names; data_dir overrides the config's folder."""
-    return open_dataset(cfg.dataset, data_dir or cfg.data_dir or None, device,
+def dataset_for(cfg: Config, device: torch.device | str = "cpu", data_dir: str | None = None,
+                from_checkpoint: bool = False) -> Dataset:
+    """The data set a run's config names; data_dir overrides the config's folder.
+
+    from_checkpoint: cfg came from a checkpoint, maybe a stranger's, so its data_dir is a path
+    someone else chose. It is only read, and only if it exists: nothing is downloaded into it or
+    created there, and a missing one asks for --data-dir."""
+    download = True
+    if from_checkpoint and not data_dir and cfg.data_dir:
+        if not Path(cfg.data_dir).is_dir():
+            raise DataError(f"{cfg.dataset}: the model was trained on data in {cfg.data_dir}, "
+                            f"which is not here; pass --data-dir with a folder holding the "
+                            f"{cfg.dataset} data")
+        download = False
+    return open_dataset(cfg.dataset, data_dir or cfg.data_dir or None, device, download,
                         image_size=cfg.image_size, channels=cfg.channels,
                         memory_mb=cfg.memory_mb, workers=cfg.workers)

@@ -77,7 +77,7 @@ def embed_split(path: Path | str, split: str = "test", data_dir: str | None = No
         raise EmbedError(f"unknown split {split!r}; choose train or test")
     ckpt, model, dev, prec, info = _prepare(path, device, precision)
     cfg = ckpt.config
-    ds = dataset_for(cfg, dev, data_dir)
+    ds = dataset_for(cfg, dev, data_dir, from_checkpoint=True)
     if list(ds.classes) != list(ckpt.classes):
         raise EmbedError(f"{path}: its classes do not match the {cfg.dataset} data set")
     emb = _run(model, ds.split(split), ds.mean, ds.std, ckpt, dev, prec, batch_size,

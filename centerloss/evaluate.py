@@ -19,7 +19,7 @@ def evaluate_checkpoint(path: Path | str, data_dir: str | None = None, device: s
     the test split, which training never saw (report["verification"])."""
     ckpt, model, dev, prec = load_model(path, device, precision)
     cfg = ckpt.config
-    ds = dataset_for(cfg, dev, data_dir)
+    ds = dataset_for(cfg, dev, data_dir, from_checkpoint=True)
     if list(ds.classes) != list(ckpt.classes):
         raise ckpt_io.CheckpointError(f"{path}: its classes do not match the {cfg.dataset} data set")
     if list(ds.input_shape) != list(ckpt.input_shape):

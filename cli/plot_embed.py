@@ -6,12 +6,25 @@ from typing import Optional
 
 import typer
 
+from centerloss import limits
 from centerloss.embed import EmbedError
 from centerloss.snapshots import PlotError
 
 from .app import USER_ERRORS, app, console, fail
 
 ERRORS = (*USER_ERRORS, PlotError, EmbedError)
+
+
+def check_numbers(*given: tuple[str, float | None], split: str | None = None) -> None:
+    """Usage errors (exit 2) for a number outside its range (limits.RANGES) or an unknown split."""
+    if split is not None and split not in ("train", "test"):
+        fail(f"--split must be train or test, got {split!r}", 2)
+    try:
+        for flag, value in given:
+            if value is not None:
+                limits.check(flag, value)
+    except ValueError as e:
+        fail(str(e), 2)
 
 
 @app.command()
@@ -53,6 +66,7 @@ def plot(
         fail(f"--epoch does not apply to {modes[0]}, which draws every epoch", 2)
     if compare and not runs:
         fail("--compare needs the run folders as arguments: cl plot --compare RUN_A RUN_B", 2)
+    check_numbers(("--fps", fps), ("--epoch", epoch), split=split)
     try:
         if out is not None and not gif:
             plots.check_format(out)     # before any work, so a bad name fails at once
@@ -132,8 +146,7 @@ def embed(
         fail("--split and --images exclude each other: embed a split or image files", 2)
     if invert and not use_images:
         fail("--invert applies to --images only", 2)
-    if batch_size is not None and batch_size < 1:
-        fail(f"--batch-size must be at least 1, got {batch_size}", 2)
+    check_numbers(("--batch-size", batch_size), ("--epoch", epoch), split=split)
     try:
         embed_mod.check_output(out, overwrite)
         path = ckpt_io.resolve(run, checkpoint, epoch)

@@ -238,7 +238,7 @@ def test_cli_resume_continues_an_interrupted_run(data, reference, tmp_path):
     assert_same_run(reference, out)
     result = CliRunner().invoke(app, ["train", "--resume", "--out", str(out)], prog_name="cl")
     assert result.exit_code == 0
-    assert "already has all 3 epochs" in result.stdout
+    assert "has finished its 3 epochs" in result.stdout
 
 
 def test_remove_temp_files_only_touches_ours(tmp_path):
