@@ -153,6 +153,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: metadata 'normalization' must hold {input_shape[0]} "
                               f"means and {input_shape[0]} positive stds")
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    # NaN or infinite weights still run, and give exit 0 with made-up accuracies: refuse them
+    bad = [k for k, v in {**tensors, "centers": centers}.items()
+           if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CheckpointError(f"{path}: {bad[0]} holds NaN or infinite values ({len(bad)} "
+                              f"tensor(s) do), so the model cannot give meaningful results; "
+                              f"use an earlier epoch (--epoch) or train again")
     return Checkpoint(config, epoch, classes, model_state, centers, input_shape,
                       metrics if isinstance(metrics, dict) else {}, normalization)
 

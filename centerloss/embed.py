@@ -16,7 +16,7 @@ import torch
 from . import checkpoint as ckpt_io
 from . import data as data_mod
 from .datasets import dataset_for
-from .folder import decode
+from .folder import decode, printable, to_mode
 from .metrics import nearest_center
 from .pairs import normalization_of
 from .device import infer, load_model
@@ -112,7 +112,7 @@ def read_image(path: Path, height: int, width: int, invert: bool = False, channe
     from PIL import Image, ImageOps
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("L" if channels == 1 else "RGB")
+            im = to_mode(ImageOps.exif_transpose(im), "L" if channels == 1 else "RGB")
             im = im.resize((width, height), Image.Resampling.BILINEAR) if im.size != (width, height) else im
             pixels = np.asarray(im, dtype=np.uint8)
     # Pillow's decoders fail on bad files with many exception types (OSError, SyntaxError,
@@ -138,7 +138,7 @@ def embed_images(path: Path | str, images: list[Path | str], device: str = "auto
     split = data_mod.Split(torch.from_numpy(pixels).to(dev), torch.zeros(len(files), dtype=torch.long, device=dev))
     mean, std = normalization_of(ckpt)
     emb = _run(model, split, mean, std, ckpt, dev, prec, batch_size, {**info, "split": "images"})
-    emb.sources = [str(f) for f in files]
+    emb.sources = [printable(f) for f in files]
     return emb
 
 

@@ -26,7 +26,9 @@ USER_ERRORS = (DataError, TrainError, ckpt_io.CheckpointError, ValueError, OSErr
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"error: {message}", markup=False)
+    # a path that is not UTF-8 must not turn the message itself into an encoding error
+    text = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    err_console.print(f"error: {text}", markup=False)
     raise typer.Exit(code)
 
 

@@ -2,6 +2,7 @@
 that a Ctrl-C or a closed stdout during that second of imports still ends in one line."""
 from __future__ import annotations
 
+import logging
 import sys
 
 from . import streams
@@ -21,6 +22,8 @@ def __getattr__(name: str):
 
 
 def main() -> None:
+    # matplotlib logs notices about its cache folder (say, under a read-only HOME): not ours to show
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     if streams.occupy_closed_fds():
         print("error: stdout is closed; give cl somewhere to write (> FILE, or > /dev/null "
               "to discard the output)", file=sys.stderr)
