@@ -35,8 +35,25 @@ def epoch_name(epoch: int) -> str:
     return f"epoch_{epoch:03d}.safetensors"
 
 
+class WriteError(OSError):
+    """A file could not be written (a full disk, say); the message names it."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename} ({self.strerror})"
+
+
 def atomic_write(path: Path, data: bytes) -> None:
+    """path holds data, whole, or (on any failure) what it held before; WriteError names it."""
     path = Path(path)
+    try:
+        _atomic_write(path, data)
+    except OSError as e:
+        if isinstance(e, WriteError):
+            raise
+        raise WriteError(e.errno, e.strerror or str(e), str(path)) from e
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

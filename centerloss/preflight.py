@@ -4,6 +4,7 @@ inside the first training step. Also the data set's fingerprint, which --resume 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -45,11 +46,9 @@ def check_data(cfg: Config, ds: data_mod.Dataset, world: int = 1) -> None:
     if data_mod.batches_per_epoch(n, cfg.batch_size, world) < 1:
         raise TrainError(f"{ds.name}: the train split has {_plural(n, 'image')}, too few for one "
                          f"batch (BatchNorm needs at least {2 * world}); add training images")
-    if cfg.augment > h // 4:
-        raise TrainError(f"--augment {cfg.augment} would shift {h}x{h} images by more than a quarter "
-                         f"of their side, leaving little of them; use --augment {h // 4} or less")
     try:    # shapes only, on the meta device: costs nothing and allocates nothing
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # torch's notes on the zero-size layers of a misfit
             model = build_model(cfg.model, len(ds.classes), cfg.feature_dim, c, h)
             model.eval()
             model(torch.empty(1, c, h, w))
@@ -57,6 +56,9 @@ def check_data(cfg: Config, ds: data_mod.Dataset, world: int = 1) -> None:
         raise TrainError(f"--model {cfg.model} cannot take {h}x{w} images with {c} channel(s) "
                          f"({str(e).splitlines()[0][:120]}); use larger images or another "
                          f"--model") from e
+    if cfg.augment > h // 4:
+        raise TrainError(f"--augment {cfg.augment} would shift {h}x{h} images by more than a quarter "
+                         f"of their side, leaving little of them; use --augment {h // 4} or less")
 
 
 def fingerprint(ds: data_mod.Dataset) -> str:

@@ -117,6 +117,9 @@ def train(
     except StdoutGone as e:        # `cl train --json | head -1`: the files are the run, not stdout
         reporter.close()
         fail(f"{e}; training stopped, and {saved_so_far(out)}")
+    except OSError as e:           # a full disk, say: what is saved, and how to go on
+        reporter.close()
+        fail(f"{e}; {saved_so_far(out)}" if main else f"rank {os.environ.get('RANK')}: {e}")
     except USER_ERRORS as e:
         reporter.close()
         fail(str(e) if main else f"rank {os.environ.get('RANK')}: {e}")
