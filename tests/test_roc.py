@@ -42,7 +42,7 @@ def test_snapshot_curves_give_one_curve_per_run_from_its_stored_features(runs):
     from centerloss.verification import verify_features
     curves = snapshot_curves([runs["flat"], runs["wide"]], epoch=2)
     labels = list(curves)
-    assert len(labels) == 2 and "lambda 0.1, epoch 2" in labels[0] and "lambda 0, epoch 2" in labels[1]
+    assert len(labels) == 2 and "λ = 0.1, epoch 2" in labels[0] and "λ = 0, epoch 2" in labels[1]
     tensors, _ = read_tensors(runs["wide"] / "features" / "epoch_002.safetensors")
     expected = verify_features(tensors["test_features"], tensors["test_labels"])
     torch.testing.assert_close(curves[labels[1]][1], expected.tpr)
