@@ -146,8 +146,9 @@ def resume_config(saved: Config, given: dict[str, object], epoch: int, batch: in
                              f"a new run elsewhere with --out")
     begun = epoch if batch > 0 else epoch - 1
     if cfg.epochs < begun:
-        raise ValueError(f"--epochs {cfg.epochs} is fewer than the {begun} epochs the run has "
-                         f"begun; pass --epochs {begun} or more")
+        raise ValueError(f"--epochs {cfg.epochs} is fewer than the {begun} "
+                         f"epoch{'' if begun == 1 else 's'} the run has begun; pass --epochs "
+                         f"{begun} or more")
     cfg.validate()
     return cfg
 

@@ -191,8 +191,8 @@ def evaluate(
         print(json.dumps(tidy_json(report), indent=2))
         return
     if pairs is not None:
-        console.print(f"{path}: {report['model']}, epoch {report['epoch']}, on {report['images']} "
-                      f"images of {pairs}")
+        console.print(f"{path}: {report['model']}, epoch {report['epoch']}, on "
+                      f"{plural(report['images'], 'image', 'images')} of {pairs}")
         print_verification(console, report["verification"], f"{metric} scores of the pairs in {pairs.name}")
         return
     console.print(f"{path}: {report['model']} on {report['dataset']} test split, "
