@@ -80,6 +80,9 @@ def embed_split(path: Path | str, split: str = "test", data_dir: str | None = No
     ds = dataset_for(cfg, dev, data_dir, from_checkpoint=True)
     if list(ds.classes) != list(ckpt.classes):
         raise EmbedError(f"{path}: its classes do not match the {cfg.dataset} data set")
+    if list(ds.split(split).image_shape) != list(ckpt.input_shape):
+        raise EmbedError(f"{path}: it takes {ckpt.input_shape} inputs, the data set's {split} "
+                         f"split gives {ds.split(split).image_shape}")
     emb = _run(model, ds.split(split), ds.mean, ds.std, ckpt, dev, prec, batch_size,
                {**info, "split": split})
     emb.labels = ds.split(split).labels.cpu()

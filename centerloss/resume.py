@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,8 +34,6 @@ class EpochProgress:
     epoch: int
     batch: int = 0                          # batches of the epoch already trained
     loss_sums: torch.Tensor | None = None   # [2] cross-entropy and center loss summed over them
-    kept_features: list[torch.Tensor] = field(default_factory=list)  # the train snapshot so far
-    kept_labels: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass
@@ -74,9 +72,6 @@ def save_state(out: Path | str, state: ResumeState) -> Path:
         tensors["rng.cuda"] = state.rng_cuda
     if p.loss_sums is not None:
         tensors["loss_sums"] = p.loss_sums.float()
-    if p.kept_features:
-        tensors["kept_features"] = torch.cat(p.kept_features)
-        tensors["kept_labels"] = torch.cat(p.kept_labels)
     # Tensors of the optimizer state go in as tensors, its numbers and flags as JSON.
     scalars: dict[str, dict] = {}
     for index, entries in state.optimizer_state["state"].items():
@@ -179,16 +174,10 @@ def load_state(out: Path | str, cfg: Config) -> ResumeState:
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     ckpt_io.check_weights(saved, centers.shape[0], input_shape, model_state, path)
     progress = EpochProgress(epoch, batch, tensors.get("loss_sums"))
-    sums, feats, labels = progress.loss_sums, tensors.get("kept_features"), tensors.get("kept_labels")
+    sums = progress.loss_sums
     if (batch > 0) != (sums is not None) or (sums is not None and sums.shape != (2,)):
         raise CheckpointError(f"{path}: 'loss_sums' must be 2 numbers exactly when an epoch is "
                               f"under way")
-    if (feats is None) != (labels is None) or (feats is not None and not (
-            feats.ndim == 2 and feats.shape[1] == saved.feature_dim and labels.ndim == 1
-            and labels.shape[0] == feats.shape[0])):
-        raise CheckpointError(f"{path}: 'kept_features' and 'kept_labels' do not match")
-    if feats is not None:
-        progress.kept_features, progress.kept_labels = [feats], [labels]
     if "rng.cpu" not in tensors:
         raise CheckpointError(f"{path}: no RNG state")
     state: dict[int, dict] = {}
@@ -222,5 +211,3 @@ def restore(state: ResumeState, model: torch.nn.Module, centers: torch.Tensor,
     p = state.progress
     if p.loss_sums is not None:
         p.loss_sums = p.loss_sums.to(device)
-    p.kept_features = [t.to(device) for t in p.kept_features]
-    p.kept_labels = [t.to(device) for t in p.kept_labels]

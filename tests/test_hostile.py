@@ -135,6 +135,12 @@ CLASSES = [
                                           "--pairs", "{super}"], 1, "super.txt:2: expected"),
     ("no such run folder", ["eval", "--run", "{root}/nowhere"], 1,
      "nowhere: no such run folder; pass --run"),
+    ("eval on test images of another size", ["eval", "--run", "{run}", "--data-dir", "{mixed}",
+                                             "--device", "cpu"], 1,
+     "takes [1, 28, 28] inputs, the data set's test split gives [1, 32, 32]"),
+    ("embed --auto-invert and --invert", ["embed", "--run", "{run}", "--images", "{images}",
+                                          "--invert", "--auto-invert", "-o", "{root}/i.csv"], 2,
+     "pass one"),
 ]
 
 
@@ -242,3 +248,29 @@ def test_train_snapshot_is_the_final_model_on_fixed_images(world):
         features, _ = infer(model, sample, ds.mean, ds.std, dev, prec)
         assert torch.allclose(tensors["train_features"], features, atol=1e-5)
         assert torch.equal(tensors["train_labels"], sample.labels)
+
+
+def test_data_folders_are_only_read(world, tmp_path):
+    flat = tmp_path / "flat"                     # Debian's layout: the idx files, no MNIST/raw
+    flat.mkdir()
+    for f in (world["data"] / "MNIST" / "raw").iterdir():
+        (flat / f.name).write_bytes(f.read_bytes())
+    before = fingerprint(flat)
+    result = invoke([*TRAIN, "--data-dir", flat, "--out", tmp_path / "run", "-q"])
+    assert result.exit_code == 0, result.output
+    assert fingerprint(flat) == before and sorted(p.name for p in flat.iterdir()) == sorted(before)
+
+
+def test_auto_invert_inverts_only_light_backgrounds(world, tmp_path):
+    square = np.zeros((28, 28), np.uint8)
+    square[10:18, 10:18] = 255
+    Image.fromarray(square).save(tmp_path / "dark.png")           # MNIST-like: left alone
+    Image.fromarray(255 - square).save(tmp_path / "light.png")    # a drawing on paper: inverted
+    out = tmp_path / "e.safetensors"
+    result = invoke(["embed", "--run", world["run"], "--images", tmp_path / "dark.png",
+                     tmp_path / "light.png", "--auto-invert", "-o", out])
+    assert result.exit_code == 0, result.output
+    assert "inverted 1 of 2 images" in result.stdout
+    tensors, meta = ckpt_io.read_tensors(out)
+    assert json.loads(meta["inverted"]) == [False, True]
+    assert torch.equal(tensors["features"][0], tensors["features"][1])   # the same image after all
