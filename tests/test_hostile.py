@@ -114,6 +114,8 @@ CLASSES = [
     ("unknown split", ["embed", "--run", "{run}", "--split", "validation", "-o", "{root}/e.csv"], 2,
      "--split must be train or test, got 'validation'"),
     ("empty --out", [*TRAIN, "--out", ""], 2, "an empty argument after --out"),
+    ("folder without --data-dir", [*TRAIN, "--dataset", "folder"], 2,
+     "--dataset folder needs --data-dir"),
     # the run folder and the data set do not mix
     ("out inside an image-folder data set", [*TRAIN, "--dataset", "folder", "--data-dir", "{images}",
                                              "--out", "{images}/run"], 1,
@@ -274,3 +276,22 @@ def test_auto_invert_inverts_only_light_backgrounds(world, tmp_path):
     tensors, meta = ckpt_io.read_tensors(out)
     assert json.loads(meta["inverted"]) == [False, True]
     assert torch.equal(tensors["features"][0], tensors["features"][1])   # the same image after all
+
+
+def test_ctrl_c_while_the_data_loads_says_nothing_was_written(world, tmp_path, monkeypatch):
+    import centerloss.train as train_mod
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "dataset_for", interrupted)
+    out = tmp_path / "run"
+    result = invoke([*TRAIN, "--data-dir", world["data"], "--out", out])
+    assert result.exit_code == 130
+    assert result.stderr.strip() == f"error: interrupted; nothing was written to {out}"
+    assert not out.exists()
+    before = fingerprint(world["run"])                   # a run that exists keeps its resume hint
+    result = invoke(["train", "--resume", "--out", world["run"], "--epochs", "3"])
+    assert result.exit_code == 130
+    assert "holds 2 finished epochs; resume with: cl train --resume --out" in result.stderr
+    assert fingerprint(world["run"]) == before
