@@ -16,7 +16,7 @@ import torch
 from . import checkpoint as ckpt_io
 from . import data as data_mod
 from .datasets import dataset_for
-from .folder import decode, printable, to_mode
+from .folder import decode, open_image, printable, to_mode
 from .metrics import nearest_center
 from .pairs import normalization_of
 from .device import infer, load_model
@@ -114,7 +114,7 @@ def read_image(path: Path, height: int, width: int, invert: bool = False, channe
     the model's input."""
     from PIL import Image, ImageOps
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im = to_mode(ImageOps.exif_transpose(im), "L" if channels == 1 else "RGB")
             im = im.resize((width, height), Image.Resampling.BILINEAR) if im.size != (width, height) else im
             pixels = np.asarray(im, dtype=np.uint8)

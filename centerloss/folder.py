@@ -29,9 +29,6 @@ DEFAULT_SIZE = 64           # --image-size 0
 DECODE_CHUNK = 256          # images per worker task when decoding a whole split
 STATS_SAMPLE = 4096         # images the mean and std of a streamed set are measured on
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
-# Pillow only warns about an image past its pixel limit (a decompression bomb) and reads on; as an
-# error it becomes "cannot read this image (...)", one line naming the file. Workers inherit this.
-warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 def printable(name: str | Path) -> str:
@@ -96,6 +93,15 @@ def scan(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]], list[tupl
     return classes, train_items, test_items
 
 
+def open_image(path: str | Path) -> Image.Image:
+    """Image.open, with Pillow's warning about an image past its pixel limit (a decompression
+    bomb, which it would go on to decode) raised instead: the callers turn it into one line
+    naming the file, and nothing reaches stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
 def to_mode(im: Image.Image, mode: str) -> Image.Image:
     """im as 8-bit L or RGB. Pillow's own convert clips 16-bit and 32-bit grayscale to 0..255
     (a 16-bit PNG turns black and white); these are scaled to 0..255 instead: by 1/257 for
@@ -117,7 +123,7 @@ def to_mode(im: Image.Image, mode: str) -> Image.Image:
 def decode(path: str | Path, size: int, channels: int) -> np.ndarray:
     """uint8 [size, size] (1 channel) or [size, size, 3]: shorter side resized to size, centre crop."""
     mode = "L" if channels == 1 else "RGB"
-    with Image.open(path) as im:
+    with open_image(path) as im:
         im.draft(mode, (size, size))   # JPEG: decode at the smallest scale still >= size
         fitted = ImageOps.fit(to_mode(im, mode), (size, size), Image.Resampling.BILINEAR)
     return np.asarray(fitted, dtype=np.uint8)
@@ -127,7 +133,7 @@ def detect_channels(paths: list[Path]) -> int:
     """1 when every one of up to 256 images spread over the set is grayscale, else 3."""
     for p in paths[::max(1, len(paths) // 256)]:
         try:
-            with Image.open(p) as im:
+            with open_image(p) as im:
                 if im.mode not in GRAY_MODES:
                     return 3
         except Exception as e:  # Pillow raises many kinds for a file that is not an image

@@ -295,3 +295,35 @@ def test_ctrl_c_while_the_data_loads_says_nothing_was_written(world, tmp_path, m
     assert result.exit_code == 130
     assert "holds 2 finished epochs; resume with: cl train --resume --out" in result.stderr
     assert fingerprint(world["run"]) == before
+
+
+def test_names_that_are_not_utf8_are_escaped_not_fatal(tmp_path):
+    root = os.fsencode(tmp_path / "images")
+    for cls in (b"caf\xe9", "ünï".encode()):
+        folder = os.path.join(root, cls)
+        os.makedirs(folder)
+        for i in range(4):
+            Image.fromarray(np.full((8, 8), 40 * i + (100 if cls[0] == 99 else 0), np.uint8)).save(
+                os.path.join(folder, b"im\xff%d.png" % i))
+    out = tmp_path / "run"
+    result = invoke([*TRAIN, "--dataset", "folder", "--data-dir", os.fsdecode(root),
+                     "--image-size", "8", "--augment", "0", "--out", out, "-q"])
+    assert result.exit_code == 0, result.output
+    assert ckpt_io.load_checkpoint(out / "model.safetensors").classes == ["caf\\xe9", "ünï"]
+    result = invoke(["embed", "--run", out, "--images", os.fsdecode(root), "-o", tmp_path / "e.csv"])
+    assert result.exit_code == 0, result.output
+    assert "caf\\xe9/im\\xff0.png" in (tmp_path / "e.csv").read_text(encoding="utf-8")
+    missing = os.fsdecode(os.path.join(root, b"caf\xe9", b"gone\xff.png"))
+    result = invoke(["embed", "--run", out, "--images", missing, "-o", tmp_path / "f.csv"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith("caf\\xe9/gone\\xff.png: no such file or folder")
+
+
+def test_an_image_past_pillows_pixel_limit_is_one_error_line(world, tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)     # 12x12 is past it, as a bomb would be
+    Image.fromarray(np.zeros((12, 12), np.uint8)).save(tmp_path / "big.png")
+    result = invoke(["embed", "--run", world["run"], "--images", tmp_path / "big.png",
+                     "-o", tmp_path / "e.csv"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "big.png: not an image that can be read (Image size (144 pixels)" in lines[0]
