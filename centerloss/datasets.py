@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .cifar import load_cifar10
+from .cifar import FOLDER as CIFAR_FOLDER, is_unpacked as cifar_unpacked, load_cifar10
 from .config import Config
 from .data import DATASET_NAMES, DATASETS, Dataset, DataError, load
 from .folder import load_folder
@@ -47,7 +47,11 @@ def dataset_for(cfg: Config, device: torch.device | str = "cpu", data_dir: str |
     created there, and a missing one asks for --data-dir."""
     download = True
     if from_checkpoint and not data_dir and cfg.data_dir:
-        if not Path(cfg.data_dir).is_dir():
+        saved = Path(cfg.data_dir)
+        # CIFAR-10 would be unpacked from its archive into that folder: only batches already
+        # unpacked there are read
+        if not saved.is_dir() or (cfg.dataset == "cifar10" and not any(
+                cifar_unpacked(folder) for folder in (saved / CIFAR_FOLDER, saved))):
             raise DataError(f"{cfg.dataset}: the model was trained on data in {cfg.data_dir}, "
                             f"which is not here; pass --data-dir with a folder holding the "
                             f"{cfg.dataset} data")

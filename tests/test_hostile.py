@@ -327,3 +327,16 @@ def test_an_image_past_pillows_pixel_limit_is_one_error_line(world, tmp_path, mo
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "big.png: not an image that can be read (Image size (144 pixels)" in lines[0]
+
+
+def test_a_pairs_file_with_a_byte_order_mark_is_read(world, tmp_path):
+    lines = ["a/0.png\tb/0.png\t0", "a/1.png\ta/2.png\t1", "b/1.png\tb/2.png\t1", "a/3.png\tb/3.png\t0"]
+    pairs = world["images"] / "bom.txt"        # Notepad's UTF-8: a BOM before the first path
+    pairs.write_bytes("\ufeff".encode() + "\n".join(lines).encode() + b"\n")
+    try:
+        result = invoke(["eval", "--checkpoint", world["run"] / "model.safetensors", "--pairs", pairs,
+                         "--folds", "2", "--device", "cpu", "--json"])
+    finally:
+        pairs.unlink()
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["verification"]["pairs"] == 4
