@@ -76,9 +76,6 @@ class Config:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
-        if self.dataset == "folder" and not self.data_dir:
-            raise ValueError("--dataset folder needs --data-dir: a folder with one subfolder of "
-                             "images per class")
         limits.check_config(self)   # every float finite, every size inside its range
 
     def to_json(self) -> str:

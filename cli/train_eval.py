@@ -78,6 +78,8 @@ def train(
                   compile=compile_model)
     if resume and overwrite:
         fail("--resume continues the run in --out and --overwrite replaces it; pass only one", 2)
+    if dataset == "folder" and data_dir is None and not resume:
+        fail("--dataset folder needs --data-dir: a folder with one subfolder of images per class", 2)
     try:
         if resume:
             saved, epoch, batch = resume_mod.peek(out)
