@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from . import streams
 
+if TYPE_CHECKING:
+    import typer
 
-def load_app():
+
+def load_app() -> typer.Typer:
     """The Typer app with every subcommand registered (importing a module registers its commands)."""
     from . import plot_embed, train_eval  # noqa: F401  (register plot, embed, train, eval)
     from .app import app
     return app
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> typer.Typer:
     if name == "app":           # `from cli.main import app`, as the tests do
         return load_app()
     raise AttributeError(name)
