@@ -19,7 +19,7 @@ from centerloss import checkpoint as ckpt_io
 from centerloss import runfolder
 from centerloss.folder import decode
 from centerloss.train import train
-from idxdata import easy_images, make_dataset, write_idx_images, write_idx_labels
+from idxdata import make_dataset, write_idx_images, write_idx_labels
 from test_cli_errors import fingerprint, invoke
 from tinyrun import cli_flags, make_data, tiny_config
 
