@@ -3,6 +3,7 @@ written: a shape the model cannot take must fail before --overwrite erases the o
 inside the first training step. Also the data set's fingerprint, which --resume compares."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import warnings
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from . import data as data_mod
 from .config import Config
 from .errors import TrainError
+from .folder import StreamedSplit
 from .models import build_model
 
 FINGERPRINT_SAMPLE = 4096   # images hashed per split: bounded time however large the set is
@@ -78,7 +80,7 @@ def fingerprint(ds: data_mod.Dataset) -> str:
     return h.hexdigest()[:16]
 
 
-def sample_split(split, k: int):
+def sample_split(split: data_mod.Split | StreamedSplit, k: int) -> data_mod.Split | StreamedSplit:
     """k images spread evenly over the split (all of it when it has no more), the same ones
     every epoch: what the train-feature snapshot shows."""
     n = len(split)
@@ -89,6 +91,5 @@ def sample_split(split, k: int):
         idx = pick.to(split.images.device)
         return data_mod.Split(split.images.index_select(0, idx),
                               split.labels.index_select(0, idx.to(split.labels.device)))
-    import dataclasses
     return dataclasses.replace(split, paths=[split.paths[i] for i in pick.tolist()],
                                labels=split.labels.index_select(0, pick.to(split.labels.device)))
