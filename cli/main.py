@@ -42,10 +42,10 @@ def main() -> None:
         sys.stdout.flush()     # now, where a full disk can still be reported in one line
     except streams.StdoutGone as e:
         streams.silence_stdout()
-        print(f"error: {e}", file=sys.stderr)
+        streams.say(f"error: {e}")
         code = 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        streams.say("error: interrupted")
         code = 130
     sys.exit(code)
 

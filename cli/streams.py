@@ -32,6 +32,14 @@ def occupy_closed_fds() -> bool:
     return 1 in closed or sys.stdout is None
 
 
+def say(line: str) -> None:
+    """One line on stderr, if stderr can still take it (`2>&1 | head -1` closes it too)."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
 def silence_stdout() -> None:
     """/dev/null on fd 1, so that Python's last flush at exit cannot fail a second time."""
     null = os.open(os.devnull, os.O_WRONLY)
