@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from centerloss.limits import tidy_json
 from centerloss.train import Callbacks, LossWindow
 
 REFRESH_S = 0.25   # how often the bar reads the losses back from the device
@@ -86,7 +87,7 @@ class TrainReporter(Callbacks):
             self.progress.stop()
             self.progress = None
         if self.as_json:
-            print(json.dumps(record, sort_keys=True), flush=True)
+            print(json.dumps(tidy_json(record), sort_keys=True), flush=True)
         elif not self.quiet:
             self.console.print(epoch_line(record, self.epochs), highlight=False)
         sys.stdout.flush()

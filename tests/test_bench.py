@@ -47,18 +47,23 @@ def test_sweep_prints_a_row_per_cell_and_names_a_diverged_one(tmp_path, capsys):
     sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sweep)
     data = make_dataset(tmp_path, n_train=120, n_test=40)
-    sweep.main(["--data-dir", str(data), "--subset", "60", "--epochs", "1", "--set", "model=seed",
-                "--set", "device=cpu", "--set", "precision=fp32", "--vary", "batch_size=20,60",
-                "--vary", "lr=1e30"])
+    base = ["--data-dir", str(data), "--subset", "60", "--epochs", "1", "--set", "model=seed",
+            "--set", "device=cpu", "--set", "precision=fp32"]
+    row = re.compile(r"^(\S.*?)\s+([\d.]+) +(?:([\d.]+)% +([\d.]+)% +([\d.]+) +(\d+)|- +- +- +-) +"
+                     r"(ok|diverged) +([\d.]+)$", re.M)
+    sweep.main(base + ["--vary", "batch_size=20,60"])
     out = capsys.readouterr().out
-    assert re.search(r"^sweep: 4 cells, 1 epochs each, subset of 60 training split; .*threads", out, re.M)
-    rows = re.findall(r"^(\S.*?)\s+([\d.]+) +(?:([\d.]+)% +([\d.]+)% +([\d.]+) +(\d+)|- +- +- +-) +"
-                      r"(ok|diverged) +([\d.]+)$", out, re.M)
+    assert re.search(r"^sweep: 3 cells, 1 epochs each, subset of 60 training split; .*threads", out, re.M)
+    rows = row.findall(out)
     assert [r[0] for r in rows] == ["model=seed, device=cpu, precision=fp32",
                                     "model=seed, device=cpu, precision=fp32, batch_size=20",
-                                    "model=seed, device=cpu, precision=fp32, batch_size=60",
-                                    "model=seed, device=cpu, precision=fp32, lr=1e+30"]
-    assert [r[6] for r in rows] == ["ok", "ok", "ok", "diverged"]
-    for row in rows[:3]:
-        assert 0 <= float(row[2]) <= 100 and 0 <= float(row[3]) <= 100 and int(row[5]) == 0
-    assert [float(r[1]) for r in rows[:3]] == pytest.approx([0.05, 0.05 * (20 / 128) ** 0.5, 0.05 * (60 / 128) ** 0.5], abs=1e-4)
+                                    "model=seed, device=cpu, precision=fp32, batch_size=60"]
+    assert [r[6] for r in rows] == ["ok", "ok", "ok"]
+    for r in rows:
+        assert 0 <= float(r[2]) <= 100 and 0 <= float(r[3]) <= 100 and int(r[5]) == 0
+    # the learning rate each cell used: the batch-size rule
+    assert [float(r[1]) for r in rows] == pytest.approx(
+        [0.05, 0.05 * (20 / 128) ** 0.5, 0.05 * (60 / 128) ** 0.5], abs=1e-4)
+    sweep.main(base + ["--set", "lr=1000", "--set", "grad_clip=0", "--set", "batch_size=20"])
+    rows = row.findall(capsys.readouterr().out)
+    assert len(rows) == 1 and rows[0][6] == "diverged"
