@@ -62,6 +62,12 @@ class Callbacks:
 
     def on_batch(self, epoch: int, batch: int, batches: int, images: int, window: LossWindow) -> None: ...
 
+    def on_features(self, features: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor) -> None:
+        """Each batch's detached features, labels and the centers, still on the device: a
+        callback that reads them back here would make every step wait for the device."""
+
+    def on_evaluate(self, epoch: int) -> None: ...
+
     def on_epoch_end(self, record: dict) -> None: ...
 
 
@@ -174,6 +180,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
             if not ctx.is_main:
                 history.append(record)
                 continue
+            cb.on_evaluate(epoch)
             record.update(evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out))
             # In this order a kill anywhere is safe: the epoch's files, then the state that
             # counts the epoch done, then the history that lists it.
@@ -254,6 +261,7 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
         scale = y.shape[0] * ctx.world / m if ctx.world > 1 else 1.0
         features, ce, center = train_step(forward, center_loss, optimizer, x, y, cfg.lam,
                                           schedule(step + i), device, precision, scale)
+        cb.on_features(features.detach(), y, center_loss.centers)
         window.add(ce, center)
         totals.add(ce, center)
         if i < keep:

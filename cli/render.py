@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 
@@ -10,6 +11,8 @@ from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from centerloss.train import Callbacks, LossWindow
+
+from . import liveview
 
 REFRESH_S = 0.25   # how often the bar reads the losses back from the device
 
@@ -27,17 +30,55 @@ def epoch_line(r: dict, epochs: int) -> str:
             f"{r['train_seconds']:.1f} s  {r['train_images_per_s']:,.0f} img/s")
 
 
+def fixed(value: float, width: int = 6) -> str:
+    """`value` in `width` characters while its integer part fits: decimals give way to digits,
+    so the bar's columns stay put when a loss passes 10."""
+    if not math.isfinite(value):
+        return f"{value:>{width}}"
+    for decimals in range(max(0, width - len(f"{abs(value):.0f}") - (value < 0) - 1), -1, -1):
+        text = f"{value:.{decimals}f}"
+        if len(text) <= width:
+            return f"{text:>{width}}"
+    return text
+
+
+def view_wanted(live: bool | None, feature_dim: int, console: Console) -> bool:
+    """--live/--no-live as given; by default on for 2-D features where the terminal has room."""
+    if live is not None:
+        return live
+    width, height = console.size
+    return feature_dim == 2 and height >= liveview.MIN_ROWS and width >= liveview.MIN_COLUMNS
+
+
+class ViewProgress(Progress):
+    """The progress bar with the live feature view under it."""
+
+    def __init__(self, *columns, view: liveview.LiveView | None = None, **kwargs):
+        self.view = view     # before Progress's own init, which renders once
+        super().__init__(*columns, **kwargs)
+
+    def get_renderables(self):
+        yield from super().get_renderables()
+        if self.view is not None and self.view.frame is not None:
+            yield self.view.frame
+
+
 class TrainReporter(Callbacks):
     """Progress bar with batch i/N, recent losses, images/s and ETA; one summary line per epoch.
 
     The bar is drawn only on a terminal: in a log file each epoch is one line. --quiet keeps only
-    the final line; --json writes one JSON object per epoch on stdout and nothing else there."""
+    the final line; --json writes one JSON object per epoch on stdout and nothing else there.
+    `live` (None: 2-D features on a terminal of at least liveview.MIN_ROWS rows) draws the
+    recent training features under the bar."""
 
-    def __init__(self, console: Console, quiet: bool = False, as_json: bool = False):
+    def __init__(self, console: Console, quiet: bool = False, as_json: bool = False,
+                 live: bool | None = None):
         self.console = console
         self.quiet = quiet
         self.as_json = as_json
         self.live = console.is_terminal and not quiet and not as_json
+        self.live_flag = live
+        self.view: liveview.LiveView | None = None
         self.progress: Progress | None = None
         self.task = None
         self.last_read = 0.0
@@ -47,6 +88,8 @@ class TrainReporter(Callbacks):
     def on_start(self, cfg, device, precision, dataset, start_epoch) -> None:
         self.epochs = cfg.epochs
         self.start = time.perf_counter()
+        if self.live and view_wanted(self.live_flag, cfg.feature_dim, self.console):
+            self.view = liveview.LiveView(dataset.classes, cfg.feature_dim)
         if self.quiet or self.as_json:
             return
         batches = -(-len(dataset.train) // cfg.batch_size)
@@ -60,10 +103,14 @@ class TrainReporter(Callbacks):
     def on_epoch_start(self, epoch: int, batches: int) -> None:
         if not self.live:
             return
-        self.progress = Progress(
-            TextColumn(f"epoch {epoch}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("  {task.fields[losses]}"), TextColumn("  {task.fields[speed]}"),
-            TimeRemainingColumn(), console=self.console, transient=True)
+        if self.view is not None:
+            self.view.start_epoch(epoch)
+        # redrawn when on_batch updates it, not by a thread: the view is costly to re-render
+        self.progress = ViewProgress(
+            TextColumn(f"epoch {epoch:>{len(str(self.epochs))}}/{self.epochs}"), BarColumn(),
+            MofNCompleteColumn(), TextColumn("  {task.fields[losses]}"),
+            TextColumn("  {task.fields[speed]}"), TimeRemainingColumn(), console=self.console,
+            transient=True, auto_refresh=False, view=self.view)
         self.progress.start()
         self.task = self.progress.add_task("train", total=batches, losses="", speed="")
         self.epoch_start = time.perf_counter()
@@ -78,8 +125,21 @@ class TrainReporter(Callbacks):
         self.last_read = now
         ce, center = window.read()
         speed = images / max(now - self.epoch_start, 1e-9)
-        self.progress.update(self.task, completed=batch, losses=f"ce {ce:.4f}  center {center:.4f}",
-                             speed=f"{speed:,.0f} img/s")
+        self.progress.update(self.task, completed=batch, losses=f"ce {fixed(ce)}  center {fixed(center)}",
+                             speed=f"{speed:>9,.0f} img/s")
+        if self.view is not None and (self.view.due(now) or batch == batches):
+            width, height = self.console.size
+            self.view.redraw((width, min(liveview.MAX_PLOT_ROWS, max(8, height - 2))))
+        self.progress.refresh()
+
+    def on_features(self, features, labels, centers) -> None:
+        if self.view is not None:
+            self.view.add(features, labels, centers)
+
+    def on_evaluate(self, epoch: int) -> None:
+        if self.progress is not None:    # evaluation takes seconds: say so rather than sit at N/N
+            self.progress.update(self.task, speed="evaluating the test split")
+            self.progress.refresh()
 
     def on_epoch_end(self, record: dict) -> None:
         if self.progress is not None:
