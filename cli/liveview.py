@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -136,6 +137,24 @@ def rgb(color: tuple[int, int, int]) -> str:
     return "rgb({},{},{})".format(*color)
 
 
+class Drawn:
+    """A renderable laid out once per width: the bar refreshes 4 times a second, and laying out
+    a plot of thousands of styled cells each time would cost more than drawing it."""
+
+    def __init__(self, renderable: RenderableType):
+        self.renderable = renderable
+        self.width = -1
+        self.lines: list[list[Segment]] = []
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if options.max_width != self.width:
+            self.lines = console.render_lines(self.renderable, options, pad=False)
+            self.width = options.max_width
+        for line in self.lines:
+            yield from line
+            yield Segment.line()
+
+
 class FeatureRing:
     """The last CAPACITY features and labels of training, kept on the training device. add()
     queues copies only (no host sync); read() waits for the device and returns them."""
@@ -210,6 +229,8 @@ class LiveView:
         self.frame: RenderableType | None = None
         self.epoch = 0
         self.next_draw = 0.0
+        self.draws = 0               # how many redraws and their seconds, for bench/live_bench.py
+        self.draw_seconds = 0.0
 
     def add(self, features: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor) -> None:
         self.ring.add(features, labels)
@@ -234,6 +255,8 @@ class LiveView:
                 self.projection.fit(features, self.epoch)
             features, centers, note = self.projection(features), self.projection(centers), self.projection.note()
         self.limits = follow(self.limits, cloud_limits(features, centers))
-        self.frame = render_frame(features, labels, centers, self.limits, size, self.classes, note)
+        self.frame = Drawn(render_frame(features, labels, centers, self.limits, size, self.classes, note))
         cost = time.perf_counter() - start
+        self.draws += 1
+        self.draw_seconds += cost
         self.next_draw = time.perf_counter() + cost / COST_SHARE

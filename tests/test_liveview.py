@@ -1,6 +1,8 @@
 """The live feature view's pieces: the renderer on known points, the axes, the device ring."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from rich.console import Console
@@ -171,3 +173,17 @@ def test_the_view_is_on_by_default_for_2d_features_on_a_tall_terminal_only():
     assert view_wanted(None, 2, tall) and not view_wanted(None, 128, tall)
     assert not view_wanted(None, 2, short) and view_wanted(True, 2, short)
     assert view_wanted(True, 128, tall) and not view_wanted(False, 2, tall)
+
+
+def test_wider_features_are_drawn_through_a_pca_named_in_the_view():
+    view = liveview.LiveView(CLASSES, dim=4)
+    view.start_epoch(3)
+    g = torch.Generator().manual_seed(0)
+    view.add(torch.randn(300, 4, generator=g) * torch.tensor([3.0, 0.1, 2.0, 0.1]),
+             torch.arange(300) % 3, torch.zeros(3, 4))
+    view.redraw((80, 20))
+    text = "\n".join("".join(ch for ch, _ in row) for row in cells(view.frame))
+    assert "PCA of 4-D features, fitted at the start of epoch 3" in text
+    assert sum(map(is_braille, text)) > 50
+    # the next redraw waits long enough that drawing takes COST_SHARE of the time at most
+    assert view.next_draw - time.perf_counter() > 0.9 * view.draw_seconds / liveview.COST_SHARE
