@@ -43,9 +43,10 @@ def fixed(value: float, width: int = 6) -> str:
 
 
 def view_wanted(live: bool | None, feature_dim: int, console: Console) -> bool:
-    """--live/--no-live as given; by default on for 2-D features where the terminal has room."""
+    """--live/--no-live as given; by default on for 2-D features where the terminal has room.
+    1-D features have no second axis to draw."""
     if live is not None:
-        return live
+        return live and feature_dim >= 2
     width, height = console.size
     return feature_dim == 2 and height >= liveview.MIN_ROWS and width >= liveview.MIN_COLUMNS
 

@@ -173,6 +173,7 @@ def test_the_view_is_on_by_default_for_2d_features_on_a_tall_terminal_only():
     assert view_wanted(None, 2, tall) and not view_wanted(None, 128, tall)
     assert not view_wanted(None, 2, short) and view_wanted(True, 2, short)
     assert view_wanted(True, 128, tall) and not view_wanted(False, 2, tall)
+    assert not view_wanted(True, 1, tall)
 
 
 def test_wider_features_are_drawn_through_a_pca_named_in_the_view():
