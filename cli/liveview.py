@@ -189,7 +189,7 @@ class FeatureRing:
 
 class Projection:
     """Wider features drawn through their first two principal components, fitted on the ring's
-    points at an epoch's first redraw and kept for that epoch; each axis's sign follows the
+    points at an epoch's first redraw (its start on a terminal) and kept for that epoch; each axis's sign follows the
     previous epoch's, so the picture does not mirror from one epoch to the next."""
 
     def __init__(self, dim: int):
@@ -212,7 +212,7 @@ class Projection:
         return (features - self.mean) @ self.axes.T
 
     def note(self) -> str:
-        return (f"PCA of {self.dim}-D features, fitted at the start of epoch {self.epoch} "
+        return (f"PCA of {self.dim}-D features, fitted in epoch {self.epoch} "
                 f"({100 * self.kept:.0f}% of their variance)")
 
 
@@ -243,17 +243,25 @@ class LiveView:
     def due(self, now: float) -> bool:
         return now >= self.next_draw
 
-    def redraw(self, size: tuple[int, int]) -> None:
-        start = time.perf_counter()
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, str] | None:
+        """(points, labels, centers, note) in 2-D, read back from the device, or None before
+        the first batch. The note names the projection of wider features."""
         features, labels = self.ring.read()
         if len(features) == 0:
-            return
+            return None
         centers = self.centers.detach().float().cpu().numpy()
-        note = ""
-        if self.projection is not None:
-            if self.projection.epoch != self.epoch:
-                self.projection.fit(features, self.epoch)
-            features, centers, note = self.projection(features), self.projection(centers), self.projection.note()
+        if self.projection is None:
+            return features, labels, centers, ""
+        if self.projection.epoch != self.epoch:
+            self.projection.fit(features, self.epoch)
+        return self.projection(features), labels, self.projection(centers), self.projection.note()
+
+    def redraw(self, size: tuple[int, int]) -> None:
+        start = time.perf_counter()
+        snap = self.snapshot()
+        if snap is None:
+            return
+        features, labels, centers, note = snap
         self.limits = follow(self.limits, cloud_limits(features, centers))
         self.frame = Drawn(render_frame(features, labels, centers, self.limits, size, self.classes, note))
         cost = time.perf_counter() - start

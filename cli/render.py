@@ -70,16 +70,20 @@ class TrainReporter(Callbacks):
     The bar is drawn only on a terminal: in a log file each epoch is one line. --quiet keeps only
     the final line; --json writes one JSON object per epoch on stdout and nothing else there.
     `live` (None: 2-D features on a terminal of at least liveview.MIN_ROWS rows) draws the
-    recent training features under the bar."""
+    recent training features under the bar; `window` shows them in a matplotlib window too,
+    redrawn at each epoch's end."""
 
     def __init__(self, console: Console, quiet: bool = False, as_json: bool = False,
-                 live: bool | None = None):
+                 live: bool | None = None, window: bool = False):
         self.console = console
         self.quiet = quiet
         self.as_json = as_json
         self.live = console.is_terminal and not quiet and not as_json
         self.live_flag = live
-        self.view: liveview.LiveView | None = None
+        self.window_wanted = window
+        self.view: liveview.LiveView | None = None    # the recent features, for either picture
+        self.draw_view = False                         # under the bar
+        self.window = None                             # livewindow.FeatureWindow
         self.progress: Progress | None = None
         self.task = None
         self.last_read = 0.0
@@ -89,8 +93,12 @@ class TrainReporter(Callbacks):
     def on_start(self, cfg, device, precision, dataset, start_epoch) -> None:
         self.epochs = cfg.epochs
         self.start = time.perf_counter()
-        if self.live and view_wanted(self.live_flag, cfg.feature_dim, self.console):
+        self.draw_view = self.live and view_wanted(self.live_flag, cfg.feature_dim, self.console)
+        if self.draw_view or self.window_wanted:
             self.view = liveview.LiveView(dataset.classes, cfg.feature_dim)
+        if self.window_wanted:
+            from .livewindow import FeatureWindow    # pyplot and a GUI toolkit: only when asked
+            self.window = FeatureWindow(dataset.classes, f"cl train: {cfg.model} on {dataset.name}")
         if self.quiet or self.as_json:
             return
         batches = -(-len(dataset.train) // cfg.batch_size)
@@ -102,10 +110,11 @@ class TrainReporter(Callbacks):
             f"{device.type} {precision}", highlight=False)
 
     def on_epoch_start(self, epoch: int, batches: int) -> None:
-        if not self.live:
-            return
         if self.view is not None:
             self.view.start_epoch(epoch)
+        self.epoch_start = self.last_read = time.perf_counter()
+        if not self.live:
+            return
         # redrawn when on_batch updates it, not by a thread: the view is costly to re-render
         self.progress = ViewProgress(
             TextColumn(f"epoch {epoch:>{len(str(self.epochs))}}/{self.epochs}"), BarColumn(),
@@ -114,21 +123,24 @@ class TrainReporter(Callbacks):
             transient=True, auto_refresh=False, view=self.view)
         self.progress.start()
         self.task = self.progress.add_task("train", total=batches, losses="", speed="")
-        self.epoch_start = time.perf_counter()
-        self.last_read = self.epoch_start
+        self.progress.refresh()      # the bar at 0/N while the first batch runs (or compiles)
 
     def on_batch(self, epoch: int, batch: int, batches: int, images: int, window: LossWindow) -> None:
-        if not self.live:
+        if not (self.live or self.window):
             return
         now = time.perf_counter()
         if now - self.last_read < REFRESH_S and batch < batches:
             return
         self.last_read = now
+        if self.window is not None:
+            self.window.poll()       # so the window answers its window system between epochs
+        if not self.live:
+            return
         ce, center = window.read()
         speed = images / max(now - self.epoch_start, 1e-9)
         self.progress.update(self.task, completed=batch, losses=f"ce {fixed(ce)}  center {fixed(center)}",
                              speed=f"{speed:>9,.0f} img/s")
-        if self.view is not None and (self.view.due(now) or batch == batches):
+        if self.draw_view and (self.view.due(now) or batch == batches):
             width, height = self.console.size
             self.view.redraw((width, min(liveview.MAX_PLOT_ROWS, max(8, height - 2))))
         self.progress.refresh()
@@ -146,6 +158,10 @@ class TrainReporter(Callbacks):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+        snap = self.view.snapshot() if self.window is not None else None
+        if snap is not None:
+            points, labels, centers, note = snap
+            self.window.show(points, labels, centers, record["epoch"], note, record)
         if self.as_json:
             print(json.dumps(record, sort_keys=True), flush=True)
         elif not self.quiet:

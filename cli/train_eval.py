@@ -61,6 +61,9 @@ def train(
     live: Optional[bool] = typer.Option(None, "--live/--no-live", help="Draw recent training features under "
                                         "the progress bar [default: on for 2-D features on a terminal of at "
                                         "least 20 rows and 60 columns; --live draws wider ones through PCA]."),
+    live_window: bool = typer.Option(False, "--live-window", help="Also show the recent training features "
+                                     "in a matplotlib window, redrawn at each epoch's end (needs a display; "
+                                     "it closes when training ends: see cl plot)."),
 ) -> None:
     """Train a CNN with softmax + lambda * center loss and write the run folder.
 
@@ -80,6 +83,11 @@ def train(
         fail("--resume continues the run in --out and --overwrite replaces it; pass only one", 2)
     if live and (quiet or as_json):
         fail("--live draws under the progress bar, which --quiet and --json leave out; pass only one", 2)
+    if live_window:
+        from .livewindow import display_problem
+        problem = display_problem()
+        if problem:
+            fail(problem, 2)
     if live and not console.is_terminal:
         err_console.print("note: --live draws on a terminal only; stdout is not one, so no view is shown")
     try:
@@ -106,7 +114,7 @@ def train(
     if main and world > 1 and not (quiet or as_json):
         console.print(f"torchrun: {world} processes under DDP, each training on 1/{world} of "
                       f"every batch of {batch_size}")
-    reporter = TrainReporter(console, quiet=quiet, as_json=as_json, live=live)
+    reporter = TrainReporter(console, quiet=quiet, as_json=as_json, live=live, window=live_window)
     try:
         records = run_training(cfg, out, reporter, overwrite=overwrite, resume=resume)
     except Interrupted as e:
