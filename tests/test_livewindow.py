@@ -16,11 +16,12 @@ import pytest
 from tinyrun import cli_flags, make_data, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is not installed")
 
 
 @pytest.fixture(scope="module")
 def display():
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed")
     pytest.importorskip("tkinter")
     number = next(n for n in range(140, 200) if not Path(f"/tmp/.X{n}-lock").exists())
     server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
