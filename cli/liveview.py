@@ -87,11 +87,12 @@ def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, li
     fig.legend(active=False)   # drawn by rich beside the plot, where it hides no points
     fig.plot_size(max(20, columns - legend_width - 1), max(6, rows - (1 if note else 0)))
     points, labels = one_per_dot(points, labels, limits, (2 * columns, 4 * rows))
-    for k in np.unique(labels):
-        chosen = points[labels == k]
-        pixel = plotext.pixel(foreground=colors[k])
-        fig.draw(fig.signal(chosen[:, 0].tolist(), chosen[:, 1].tolist(),
-                            marker=plotext.marker("braille", pixel)))
+    if len(points):
+        # one signal in a fixed shuffled order: where classes share a cell, none is always on top
+        order = np.random.default_rng(0).permutation(len(points))
+        dots = [plotext.marker("braille", plotext.pixel(foreground=c)) for c in colors]
+        fig.draw(fig.signal(points[order, 0].tolist(), points[order, 1].tolist(),
+                            marker=[dots[k] for k in labels[order]]))
     for k, (x, y) in enumerate(centers):
         if limits.x0 <= x <= limits.x1 and limits.y0 <= y <= limits.y1:
             badge = plotext.pixel(foreground=(0, 0, 0), background=colors[k], style="bold")
