@@ -71,6 +71,34 @@ def follow(current: Limits | None, target: Limits, grow: float = GROW, shrink: f
                   edge(current.y1, target.y1, target.y1 > current.y1))
 
 
+def square_dots(limits: Limits, dots: tuple[int, int]) -> Limits:
+    """Widen the shorter side of the limits so that a unit spans as many braille dots across as
+    up (a dot is about square: a cell is 2 dots wide, 4 high and twice as high as wide). As in
+    `cl plot`, distances on screen are then true distances, which is what compactness is about."""
+    w, h = limits.x1 - limits.x0, limits.y1 - limits.y0
+    ratio = dots[0] / dots[1]
+    if w / h < ratio:
+        pad = (h * ratio - w) / 2
+        return Limits(limits.x0 - pad, limits.x1 + pad, limits.y0, limits.y1)
+    pad = (w / ratio - h) / 2
+    return Limits(limits.x0, limits.x1, limits.y0 - pad, limits.y1 + pad)
+
+
+def legend_width(classes: Sequence[str]) -> int:
+    return min(22, max(len(CENTER_ENTRY), *(len(n) + 3 for n in class_names(classes))))
+
+
+def class_names(classes: Sequence[str]) -> list[str]:
+    return [f"{i} {name}" if name != str(i) else name for i, name in enumerate(classes)]
+
+
+def canvas_dots(size: tuple[int, int], classes: Sequence[str], note: str) -> tuple[int, int]:
+    """About how many braille dots across and up render_frame's canvas has at this size: the
+    plot less the legend, the y tick labels and frame (7 columns), the frame and x labels (3 rows)."""
+    columns, rows = size
+    return 2 * max(1, columns - legend_width(classes) - 1 - 7), 4 * max(1, rows - (1 if note else 0) - 3)
+
+
 def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, limits: Limits,
                  size: tuple[int, int], classes: Sequence[str], note: str = "") -> RenderableType:
     """The scatter of `points` (N x 2) coloured by `labels`, each center as its class's index on
@@ -78,14 +106,14 @@ def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, li
     import plotext   # 0.1 s to import: only when a view is drawn
 
     colors = class_colors(len(classes))
-    names = [f"{i} {name}" if name != str(i) else name for i, name in enumerate(classes)]
-    legend_width = min(22, max(len(CENTER_ENTRY), *(len(n) + 3 for n in names)))
+    names = class_names(classes)
+    legend = legend_width(classes)
     columns, rows = size
     fig = plotext.figure
     fig.clear()
     fig.theme("simple")        # no colours but the classes': readable on dark and light terminals
     fig.legend(active=False)   # drawn by rich beside the plot, where it hides no points
-    fig.plot_size(max(20, columns - legend_width - 1), max(6, rows - (1 if note else 0)))
+    fig.plot_size(max(20, columns - legend - 1), max(6, rows - (1 if note else 0)))
     points, labels = one_per_dot(points, labels, limits, (2 * columns, 4 * rows))
     if len(points):
         # one signal in a fixed shuffled order: where classes share a cell, none is always on top
@@ -103,15 +131,15 @@ def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, li
         ruler.alignment(lim="edge")    # the limits are the canvas's edges, not its edge cells' middles
         ruler.frequency(5 if axis == "x" else 4)
     plot = Text.from_ansi(fig.build().string(), no_wrap=True)
-    legend = Text(no_wrap=True, overflow="ellipsis")
+    key = Text(no_wrap=True, overflow="ellipsis")
     for k, name in enumerate(names):
-        legend.append("⣿⣿ ", style=rgb(colors[k])).append(name + "\n")
-    legend.append("\n").append(CENTER_ENTRY[0], style=f"bold black on {rgb(colors[0])}")
-    legend.append(CENTER_ENTRY[1:])
+        key.append("⣿⣿ ", style=rgb(colors[k])).append(name + "\n")
+    key.append("\n").append(CENTER_ENTRY[0], style=f"bold black on {rgb(colors[0])}")
+    key.append(CENTER_ENTRY[1:])
     grid = Table.grid(padding=(0, 1))
     grid.add_column(no_wrap=True)
-    grid.add_column(width=legend_width, no_wrap=True, overflow="ellipsis")
-    grid.add_row(plot, legend)
+    grid.add_column(width=legend, no_wrap=True, overflow="ellipsis")
+    grid.add_row(plot, key)
     return Group(Text(note, style="dim"), grid) if note else grid
 
 
@@ -263,7 +291,8 @@ class LiveView:
         if snap is None:
             return
         features, labels, centers, note = snap
-        self.limits = follow(self.limits, cloud_limits(features, centers))
+        target = square_dots(cloud_limits(features, centers), canvas_dots(size, self.classes, note))
+        self.limits = follow(self.limits, target)
         self.frame = Drawn(render_frame(features, labels, centers, self.limits, size, self.classes, note))
         cost = time.perf_counter() - start
         self.draws += 1

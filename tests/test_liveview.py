@@ -115,6 +115,16 @@ def test_limits_hold_the_bulk_of_the_cloud_and_every_center():
     assert -3.5 < lim.x0 < -2 and 3.5 < lim.x1 < 4.5 and -3.5 < lim.y0 < -2 and 2 < lim.y1 < 3.5
 
 
+def test_square_dots_widen_the_short_side_around_its_middle():
+    tall = liveview.square_dots(Limits(0, 1, 0, 4), (200, 100))     # wants 2 units across per unit up
+    assert tall == Limits(-3.5, 4.5, 0, 4)
+    wide = liveview.square_dots(Limits(0, 10, 0, 1), (200, 100))
+    assert wide == Limits(0, 10, -2, 3)
+    top, left, height, width = geometry()       # the estimate of the canvas is close to the real one
+    across, up = liveview.canvas_dots((70, 16), CLASSES, "")
+    assert abs(across - 2 * width) <= 0.05 * across and up == 4 * height
+
+
 def test_axes_follow_the_cloud_out_fast_and_in_slowly():
     small, big = Limits(-1, 1, -1, 1), Limits(-10, 10, -10, 10)
     out = follow(small, big)
