@@ -6,10 +6,12 @@ import fcntl
 import os
 import pty
 import re
+import select
 import struct
 import subprocess
 import sys
 import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,10 @@ def train_in_terminal(args: list[str], columns: int = 100, rows: int = 40) -> tu
                             stdout=slave, stderr=slave, env=env(columns, rows), cwd=ROOT)
     os.close(slave)
     chunks = []
-    while True:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not select.select([master], [], [], 1.0)[0]:
+            continue
         try:
             data = os.read(master, 65536)
         except OSError:        # Linux: EIO once the child has closed the terminal
@@ -40,8 +45,10 @@ def train_in_terminal(args: list[str], columns: int = 100, rows: int = 40) -> tu
         if not data:
             break
         chunks.append(data)
+    else:
+        proc.kill()            # a hung run fails its test instead of hanging the suite
     os.close(master)
-    return proc.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace")
+    return proc.wait(timeout=30), b"".join(chunks).decode("utf-8", "replace")
 
 
 def plain(text: str) -> str:
