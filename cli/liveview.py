@@ -21,6 +21,7 @@ from rich.text import Text
 CAPACITY = 3072          # points drawn: the last 24 batches of 128
 MIN_ROWS, MIN_COLUMNS = 20, 60   # the smallest terminal where the view is on by default
 MAX_PLOT_ROWS = 24
+WIDEST = 1.5             # the plot's canvas is at most this many times as many dots across as up
 COST_SHARE = 0.02        # redraw at most as often as keeps drawing under 2% of the wall time
 GROW, SHRINK = 0.6, 0.1  # how far the axes move towards the cloud per redraw: out fast, in slowly
 CENTER_ENTRY = "0  center"    # the legend's last line: a center is its class's index on its colour
@@ -92,11 +93,20 @@ def class_names(classes: Sequence[str]) -> list[str]:
     return [f"{i} {name}" if name != str(i) else name for i, name in enumerate(classes)]
 
 
+def plot_size(size: tuple[int, int], classes: Sequence[str], note: str) -> tuple[int, int]:
+    """(columns, rows) of the plot within `size`: what the legend and note leave, but at most
+    WIDEST times as many dots across as up. With a unit as long across as up (square_dots), a
+    wider plot would only add empty margins, and cells to draw and send to the terminal."""
+    rows = max(6, size[1] - (1 if note else 0))
+    widest = int(WIDEST * 2 * (rows - 3)) + 7       # a cell is 2 dots across and 4 up
+    return max(20, min(size[0] - legend_width(classes) - 1, widest)), rows
+
+
 def canvas_dots(size: tuple[int, int], classes: Sequence[str], note: str) -> tuple[int, int]:
     """About how many braille dots across and up render_frame's canvas has at this size: the
-    plot less the legend, the y tick labels and frame (7 columns), the frame and x labels (3 rows)."""
-    columns, rows = size
-    return 2 * max(1, columns - legend_width(classes) - 1 - 7), 4 * max(1, rows - (1 if note else 0) - 3)
+    plot less the y tick labels and frame (7 columns), the frame and x labels (3 rows)."""
+    columns, rows = plot_size(size, classes, note)
+    return 2 * max(1, columns - 7), 4 * max(1, rows - 3)
 
 
 def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, limits: Limits,
@@ -108,13 +118,12 @@ def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, li
     colors = class_colors(len(classes))
     names = class_names(classes)
     legend = legend_width(classes)
-    columns, rows = size
     fig = plotext.figure
     fig.clear()
     fig.theme("simple")        # no colours but the classes': readable on dark and light terminals
     fig.legend(active=False)   # drawn by rich beside the plot, where it hides no points
-    fig.plot_size(max(20, columns - legend - 1), max(6, rows - (1 if note else 0)))
-    points, labels = one_per_dot(points, labels, limits, (2 * columns, 4 * rows))
+    fig.plot_size(*plot_size(size, classes, note))
+    points, labels = one_per_dot(points, labels, limits, (2 * size[0], 4 * size[1]))
     if len(points):
         # one signal in a fixed shuffled order: where classes share a cell, none is always on top
         order = np.random.default_rng(0).permutation(len(points))

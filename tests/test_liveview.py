@@ -85,13 +85,13 @@ def test_points_outside_the_limits_are_left_out_and_corners_stay_inside():
 def test_centers_are_their_class_index_on_its_colour_and_the_legend_names_every_class():
     top, left, height, width = geometry()
     centers = np.array([at_cell(3, 5, height, width), at_cell(8, 20, height, width),
-                        at_cell(12, 40, height, width)])
+                        at_cell(12, 30, height, width)])
     rows = cells(render_frame(np.zeros((0, 2)), np.zeros(0, int), centers, BOX, (70, 16), CLASSES))
     got = marks(rows, top, left, height, width)
     colors = class_colors(3)
-    assert {cell: ch for cell, (ch, _) in got.items()} == {(3, 5): "0", (8, 20): "1", (12, 40): "2"}
+    assert {cell: ch for cell, (ch, _) in got.items()} == {(3, 5): "0", (8, 20): "1", (12, 30): "2"}
     assert all(got[cell][1].bgcolor.triplet == colors[k]
-               for k, cell in enumerate([(3, 5), (8, 20), (12, 40)]))
+               for k, cell in enumerate([(3, 5), (8, 20), (12, 30)]))
     text = ["".join(ch for ch, _ in row) for row in rows]
     for k, name in enumerate(CLASSES):
         line = next(i for i, t in enumerate(text) if t.rstrip().endswith(f"{k} {name}"))
@@ -123,6 +123,7 @@ def test_square_dots_widen_the_short_side_around_its_middle():
     top, left, height, width = geometry()       # the estimate of the canvas is close to the real one
     across, up = liveview.canvas_dots((70, 16), CLASSES, "")
     assert abs(across - 2 * width) <= 0.05 * across and up == 4 * height
+    assert across <= liveview.WIDEST * up + 2     # no wider than square units can fill
 
 
 def test_axes_follow_the_cloud_out_fast_and_in_slowly():
