@@ -122,7 +122,8 @@ def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, li
     fig.clear()
     fig.theme("simple")        # no colours but the classes': readable on dark and light terminals
     fig.legend(active=False)   # drawn by rich beside the plot, where it hides no points
-    fig.plot_size(*plot_size(size, classes, note))
+    columns, rows = plot_size(size, classes, note)
+    fig.plot_size(columns, rows)
     points, labels = one_per_dot(points, labels, limits, (2 * size[0], 4 * size[1]))
     if len(points):
         # one signal in a fixed shuffled order: where classes share a cell, none is always on top
@@ -140,9 +141,13 @@ def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, li
         ruler.alignment(lim="edge")    # the limits are the canvas's edges, not its edge cells' middles
         ruler.frequency(5 if axis == "x" else 4)
     plot = Text.from_ansi(fig.build().string(), no_wrap=True)
+    plot.rstrip()              # plotext ends with a blank line: the frame is then `rows` high
     key = Text(no_wrap=True, overflow="ellipsis")
-    for k, name in enumerate(names):
+    shown = names if len(names) <= rows - 2 else names[:rows - 3]   # no taller than the plot
+    for k, name in enumerate(shown):
         key.append("⣿⣿ ", style=rgb(colors[k])).append(name + "\n")
+    if len(shown) < len(names):
+        key.append(f"+{len(names) - len(shown)} more\n", style="dim")
     key.append("\n").append(CENTER_ENTRY[0], style=f"bold black on {rgb(colors[0])}")
     key.append(CENTER_ENTRY[1:])
     grid = Table.grid(padding=(0, 1))

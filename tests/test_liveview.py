@@ -100,6 +100,14 @@ def test_centers_are_their_class_index_on_its_colour_and_the_legend_names_every_
     assert any(t.rstrip().endswith("0  center") for t in text)
 
 
+def test_a_long_legend_is_cut_to_the_plot_height():
+    classes = [f"person {i}" for i in range(40)]
+    frame = render_frame(np.array([[0.0, 0.0]]), np.array([39]), np.zeros((0, 2)), BOX, (90, 16), classes)
+    text = ["".join(ch for ch, _ in row) for row in cells(frame, 90)]
+    assert len(text) == 16 and any("+27 more" in t for t in text)
+    assert any(t.rstrip().endswith("12 person 12") for t in text)
+
+
 def test_axis_labels_show_the_limits():
     rows = cells(render_frame(np.array([[0.0, 0.0]]), np.array([0]), np.zeros((0, 2)),
                               Limits(-7.5, 12.5, 100.0, 300.0), (70, 16), CLASSES))
