@@ -64,6 +64,12 @@ class Callbacks:
 
     def on_batch(self, epoch: int, batch: int, batches: int, images: int, window: LossWindow) -> None: ...
 
+    def on_features(self, features: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor) -> None:
+        """Each batch's detached features, labels and the centers, still on the device: a
+        callback that reads them back here would make every step wait for the device."""
+
+    def on_evaluate(self, epoch: int) -> None: ...
+
     def on_epoch_end(self, record: dict) -> None: ...
 
     def on_guard(self, event: GuardEvent) -> None:
@@ -163,6 +169,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
             if not ctx.is_main:
                 history.append(record)
                 continue
+            cb.on_evaluate(epoch)
             record.update(evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out))
             # In this order a kill anywhere is safe: the epoch's files, then the state that
             # counts the epoch done, then the history that lists it.
@@ -251,10 +258,11 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
             # batch makes that average the gradient of the whole batch's mean even when shards
             # differ by one
             scale = y.shape[0] * ctx.world / m if ctx.world > 1 else 1.0
-            _, ce, center = train_step(forward, center_loss, optimizer, x, y, cfg.lam,
-                                    schedule(step + i) * guard.lr_scale, device, precision,
-                                    scale, cfg.grad_clip)
+            features, ce, center = train_step(forward, center_loss, optimizer, x, y, cfg.lam,
+                                              schedule(step + i) * guard.lr_scale, device,
+                                              precision, scale, cfg.grad_clip)
             guard.observe(ce + cfg.lam * center)
+            cb.on_features(features.detach(), y, center_loss.centers)
             window.add(ce, center)
             totals.add(ce, center)
             seen += m

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 
@@ -11,6 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from centerloss.limits import tidy_json
 from centerloss.train import Callbacks, LossWindow
+
+from . import liveview
 
 REFRESH_S = 0.25   # how often the bar reads the losses back from the device
 
@@ -28,17 +31,60 @@ def epoch_line(r: dict, epochs: int) -> str:
             f"{r['train_seconds']:.1f} s  {r['train_images_per_s']:,.0f} img/s")
 
 
+def fixed(value: float, width: int = 6) -> str:
+    """`value` in `width` characters while its integer part fits: decimals give way to digits,
+    so the bar's columns stay put when a loss passes 10."""
+    if not math.isfinite(value):
+        return f"{value:>{width}}"
+    for decimals in range(max(0, width - len(f"{abs(value):.0f}") - (value < 0) - 1), -1, -1):
+        text = f"{value:.{decimals}f}"
+        if len(text) <= width:
+            return f"{text:>{width}}"
+    return text
+
+
+def view_wanted(live: bool | None, feature_dim: int, console: Console) -> bool:
+    """--live/--no-live as given; by default on for 2-D features where the terminal has room.
+    1-D features have no second axis to draw."""
+    if live is not None:
+        return live and feature_dim >= 2
+    width, height = console.size
+    return feature_dim == 2 and height >= liveview.MIN_ROWS and width >= liveview.MIN_COLUMNS
+
+
+class ViewProgress(Progress):
+    """The progress bar with the live feature view under it."""
+
+    def __init__(self, *columns, view: liveview.LiveView | None = None, **kwargs):
+        self.view = view     # before Progress's own init, which renders once
+        super().__init__(*columns, **kwargs)
+
+    def get_renderables(self):
+        yield from super().get_renderables()
+        if self.view is not None and self.view.frame is not None:
+            yield self.view.frame
+
+
 class TrainReporter(Callbacks):
     """Progress bar with batch i/N, recent losses, images/s and ETA; one summary line per epoch.
 
     The bar is drawn only on a terminal: in a log file each epoch is one line. --quiet keeps only
-    the final line; --json writes one JSON object per epoch on stdout and nothing else there."""
+    the final line; --json writes one JSON object per epoch on stdout and nothing else there.
+    `live` (None: 2-D features on a terminal of at least liveview.MIN_ROWS rows) draws the
+    recent training features under the bar; `window` shows them in a matplotlib window too,
+    redrawn at each epoch's end."""
 
-    def __init__(self, console: Console, quiet: bool = False, as_json: bool = False):
+    def __init__(self, console: Console, quiet: bool = False, as_json: bool = False,
+                 live: bool | None = None, window: bool = False):
         self.console = console
         self.quiet = quiet
         self.as_json = as_json
         self.live = console.is_terminal and not quiet and not as_json
+        self.live_flag = live
+        self.window_wanted = window
+        self.view: liveview.LiveView | None = None    # the recent features, for either picture
+        self.draw_view = False                         # under the bar
+        self.window = None                             # livewindow.FeatureWindow
         self.progress: Progress | None = None
         self.task = None
         self.last_read = 0.0
@@ -48,6 +94,12 @@ class TrainReporter(Callbacks):
     def on_start(self, cfg, device, precision, dataset, start_epoch) -> None:
         self.epochs = cfg.epochs
         self.start = time.perf_counter()
+        self.draw_view = self.live and view_wanted(self.live_flag, cfg.feature_dim, self.console)
+        if self.draw_view or self.window_wanted:
+            self.view = liveview.LiveView(dataset.classes, cfg.feature_dim)
+        if self.window_wanted:
+            from .livewindow import FeatureWindow    # pyplot and a GUI toolkit: only when asked
+            self.window = FeatureWindow(dataset.classes, f"cl train: {cfg.model} on {dataset.name}")
         if self.quiet or self.as_json:
             return
         batches = -(-len(dataset.train) // cfg.batch_size)
@@ -59,33 +111,58 @@ class TrainReporter(Callbacks):
             f"{device.type} {precision}", highlight=False)
 
     def on_epoch_start(self, epoch: int, batches: int) -> None:
+        if self.view is not None:
+            self.view.start_epoch(epoch)
+        self.epoch_start = self.last_read = time.perf_counter()
         if not self.live:
             return
-        self.progress = Progress(
-            TextColumn(f"epoch {epoch}/{self.epochs}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("  {task.fields[losses]}"), TextColumn("  {task.fields[speed]}"),
-            TimeRemainingColumn(), console=self.console, transient=True)
+        # redrawn when on_batch updates it, not by a thread: the view is costly to re-render
+        self.progress = ViewProgress(
+            TextColumn(f"epoch {epoch:>{len(str(self.epochs))}}/{self.epochs}"), BarColumn(),
+            MofNCompleteColumn(), TextColumn("  {task.fields[losses]}"),
+            TextColumn("  {task.fields[speed]}"), TimeRemainingColumn(), console=self.console,
+            transient=True, auto_refresh=False, view=self.view)
         self.progress.start()
         self.task = self.progress.add_task("train", total=batches, losses="", speed="")
-        self.epoch_start = time.perf_counter()
-        self.last_read = self.epoch_start
+        self.progress.refresh()      # the bar at 0/N while the first batch runs (or compiles)
 
     def on_batch(self, epoch: int, batch: int, batches: int, images: int, window: LossWindow) -> None:
-        if not self.live:
+        if not (self.live or self.window):
             return
         now = time.perf_counter()
         if now - self.last_read < REFRESH_S and batch < batches:
             return
         self.last_read = now
+        if self.window is not None:
+            self.window.poll()       # so the window answers its window system between epochs
+        if not self.live:
+            return
         ce, center = window.read()
         speed = images / max(now - self.epoch_start, 1e-9)
-        self.progress.update(self.task, completed=batch, losses=f"ce {ce:.4f}  center {center:.4f}",
-                             speed=f"{speed:,.0f} img/s")
+        self.progress.update(self.task, completed=batch, losses=f"ce {fixed(ce)}  center {fixed(center)}",
+                             speed=f"{speed:>9,.0f} img/s")
+        if self.draw_view and (self.view.due(now) or batch == batches):
+            width, height = self.console.size
+            self.view.redraw((width, min(liveview.MAX_PLOT_ROWS, max(8, height - 2))))
+        self.progress.refresh()
+
+    def on_features(self, features, labels, centers) -> None:
+        if self.view is not None:
+            self.view.add(features, labels, centers)
+
+    def on_evaluate(self, epoch: int) -> None:
+        if self.progress is not None:    # evaluation takes seconds: say so rather than sit at N/N
+            self.progress.update(self.task, speed="evaluating the test split")
+            self.progress.refresh()
 
     def on_epoch_end(self, record: dict) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+        snap = self.view.snapshot() if self.window is not None else None
+        if snap is not None:
+            points, labels, centers, note = snap
+            self.window.show(points, labels, centers, record["epoch"], note, record)
         if self.as_json:
             print(json.dumps(tidy_json(record), sort_keys=True), flush=True)
         elif not self.quiet:

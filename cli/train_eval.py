@@ -64,6 +64,12 @@ def train(
                                             "with the run's own settings; --epochs may extend it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final line."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per epoch on stdout."),
+    live: Optional[bool] = typer.Option(None, "--live/--no-live", help="Draw recent training features under "
+                                        "the progress bar [default: on for 2-D features on a terminal of at "
+                                        "least 20 rows and 60 columns; --live draws wider ones through PCA]."),
+    live_window: bool = typer.Option(False, "--live-window", help="Also show the recent training features "
+                                     "in a matplotlib window, redrawn at each epoch's end (needs a display; "
+                                     "it closes when training ends: see cl plot)."),
 ) -> None:
     """Train a CNN with softmax + lambda * center loss and write the run folder.
 
@@ -84,6 +90,15 @@ def train(
         fail("--resume continues the run in --out and --overwrite replaces it; pass only one", 2)
     if dataset == "folder" and data_dir is None and not resume:
         fail("--dataset folder needs --data-dir: a folder with one subfolder of images per class", 2)
+    if live and (quiet or as_json):
+        fail("--live draws under the progress bar, which --quiet and --json leave out; pass only one", 2)
+    if live_window:
+        from .livewindow import display_problem
+        problem = display_problem()
+        if problem:
+            fail(problem, 2)
+    if live and not console.is_terminal:
+        err_console.print("note: --live draws on a terminal only; stdout is not one, so no view is shown")
     try:
         if resume:
             saved, epoch, batch = resume_mod.peek(out)
@@ -109,7 +124,7 @@ def train(
     if main and world > 1 and not (quiet or as_json):
         console.print(f"torchrun: {world} processes under DDP, each training on 1/{world} of "
                       f"every batch of {batch_size}")
-    reporter = TrainReporter(console, quiet=quiet, as_json=as_json)
+    reporter = TrainReporter(console, quiet=quiet, as_json=as_json, live=live, window=live_window)
     try:
         records = run_training(cfg, out, reporter, overwrite=overwrite, resume=resume)
     except Interrupted as e:
