@@ -6,8 +6,7 @@ from typing import Optional
 
 import typer
 
-from centerloss.embed import EmbedError
-from centerloss.snapshots import PlotError
+from centerloss.errors import EmbedError, PlotError
 
 from .app import USER_ERRORS, app, console, fail
 

@@ -11,11 +11,9 @@ import typer
 from rich import box
 from rich.table import Table
 
-from centerloss import checkpoint as ckpt_io
 from centerloss.config import Config
 
 from .app import USER_ERRORS, app, console, err_console, fail
-from .render import TrainReporter, epoch_line, print_verification
 
 MAX_CONFUSION_CLASSES = 30   # a wider confusion table does not fit a terminal
 
@@ -67,6 +65,8 @@ def train(
     from centerloss.distributed import is_main_process
     from centerloss.errors import Interrupted
     from centerloss.train import train as run_training
+
+    from .render import TrainReporter, epoch_line   # here: they import torch, which --help must not wait for
     data_dir = data_dir.resolve() if data_dir else None   # saved in the checkpoint: keep it valid elsewhere
     values = dict(lam=lam, alpha=alpha, epochs=epochs, batch_size=batch_size, lr=lr, model=model,
                   feature_dim=feature_dim, dataset=dataset, data_dir=str(data_dir or ""),
@@ -142,8 +142,11 @@ def evaluate(
     folds: int = typer.Option(10, help="Folds of the best-threshold accuracy (LFW's protocol: 10)."),
 ) -> None:
     """Measure a trained model on the test split, or verify pairs of images with it."""
+    from centerloss import checkpoint as ckpt_io
     from centerloss.evaluate import evaluate_checkpoint
     from centerloss.verification import METRICS
+
+    from .render import print_verification
     if metric not in METRICS:
         fail(f"--metric must be one of: {', '.join(METRICS)}; got {metric!r}", 2)
     if pairs is not None and verify:
