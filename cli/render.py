@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from centerloss import threads
 from centerloss.train import Callbacks, LossWindow
 
 REFRESH_S = 0.25   # how often the bar reads the losses back from the device
@@ -55,7 +56,8 @@ class TrainReporter(Callbacks):
             f"{len(dataset.test):,} test), {cfg.feature_dim}-D features, lambda {cfg.lam:g}, "
             f"alpha {cfg.alpha:g}, {plural(cfg.epochs, 'epoch', 'epochs')} of {plural(batches, 'batch', 'batches')} of "
             f"{cfg.batch_size}, "
-            f"{device.type} {precision}", highlight=False)
+            f"{device.type} {precision}" + (f", {threads.describe()}" if device.type == "cpu" else ""),
+            highlight=False)
 
     def on_epoch_start(self, epoch: int, batches: int) -> None:
         if not self.live:
