@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from centerloss import threads
+from centerloss import cpu
 from centerloss.train import Callbacks, LossWindow
 
 REFRESH_S = 0.25   # how often the bar reads the losses back from the device
@@ -56,7 +56,7 @@ class TrainReporter(Callbacks):
             f"{len(dataset.test):,} test), {cfg.feature_dim}-D features, lambda {cfg.lam:g}, "
             f"alpha {cfg.alpha:g}, {plural(cfg.epochs, 'epoch', 'epochs')} of {plural(batches, 'batch', 'batches')} of "
             f"{cfg.batch_size}, "
-            f"{device.type} {precision}" + (f", {threads.describe()}" if device.type == "cpu" else ""),
+            f"{device.type} {precision}" + (f", {cpu.describe()}" if device.type == "cpu" else ""),
             highlight=False)
 
     def on_epoch_start(self, epoch: int, batches: int) -> None:

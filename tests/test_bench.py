@@ -40,3 +40,21 @@ def test_bench_reports_bad_options_in_one_line():
     with pytest.raises(SystemExit) as stop:
         load_bench().main(["--model", "vgg"])
     assert stop.value.code == "error: unknown model 'vgg'; choose one of: lenetspp, seed, resnet18"
+
+
+def test_busy_bench_prints_quiet_and_busy_side_by_side(tmp_path, capsys):
+    data = make_dataset(tmp_path, n_train=64, n_test=32)
+    spec = importlib.util.spec_from_file_location("busy_script", BENCH.parent / "busy.py")
+    busy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(busy)
+    busy.main(["--model", "seed", "--data-dir", str(data), "--train-images", "64", "--test-images",
+               "32", "--epochs", "1", "--batch-size", "32", "--settings", "cl", "--precision", "fp32"])
+    out = capsys.readouterr().out
+    assert re.search(r"^CPU: .+, \d+ cores: ", out, re.M)
+    runs = re.findall(r"^  cl +(quiet|busy) +([\d,]+) images/s .*\(fp32, (\d+) threads?, passive wait\)$",
+                      out, re.M)
+    assert sorted(r[0] for r in runs) == ["busy", "quiet"]
+    quiet, busy_rate = (float(r[1].replace(",", "")) for r in sorted(runs, key=lambda r: r[0] != "quiet"))
+    row = re.search(r"^cl +([\d,]+) +([\d,]+) +([\d.]+)x", out, re.M)
+    assert row and float(row[1].replace(",", "")) == round(quiet)
+    assert abs(float(row[3]) - busy_rate / quiet) < 0.01 + 2 / quiet * busy_rate / quiet

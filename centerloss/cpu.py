@@ -1,4 +1,5 @@
-"""CPU threads and OpenMP's wait policy, chosen once, before torch is imported.
+"""The CPU: its model and the flags that decide torch's kernels; threads and OpenMP's wait policy,
+chosen once, before torch is imported.
 
 torch's CPU kernels (its own and oneDNN's) run on OpenMP, which is libgomp in the pip wheels.
 Between two parallel regions libgomp's idle threads spin (300,000 turns by default) before they
@@ -18,6 +19,10 @@ import sys
 from pathlib import Path
 
 CGROUP = Path("/sys/fs/cgroup")
+CPUINFO = Path("/proc/cpuinfo")
+# The flags that pick torch's CPU kernels: AVX2 or AVX-512 code, and whether bf16 matrix work is
+# native (AVX512-BF16 dot products, AMX tiles) or emulated, which decides if bf16 pays.
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 # What prepare() set, so that describe() can tell cl's choices from the user's.
@@ -81,3 +86,29 @@ def describe() -> str:
     else:
         wait = "spin then wait"      # libgomp's default: torch was loaded before prepare() ran
     return f"{threads}, {wait}"
+
+
+def model_and_flags(cpuinfo: Path = CPUINFO) -> tuple[str, set[str]]:
+    """The CPU's model name and its flags, from /proc/cpuinfo (empty where there is none)."""
+    model, flags = "", set()
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def summary(cpuinfo: Path = CPUINFO) -> str:
+    """'AMD EPYC, 2 cores: avx2 avx512f avx512_bf16, no amx_tile', for benchmark reports."""
+    import platform
+    model, flags = model_and_flags(cpuinfo)
+    has = [f for f in KERNEL_FLAGS if f in flags]
+    lacks = [f for f in KERNEL_FLAGS if f not in flags]
+    return (f"{model or platform.processor() or platform.machine()}, {usable_cpus()} cores: "
+            f"{' '.join(has) or 'none of ' + ' '.join(KERNEL_FLAGS)}"
+            + (f", no {' '.join(lacks)}" if has and lacks else ""))

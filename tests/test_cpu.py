@@ -1,4 +1,4 @@
-"""centerloss/threads.py: OpenMP's wait policy and the thread count, set before torch loads."""
+"""centerloss/cpu.py: OpenMP's wait policy and the thread count, set before torch loads."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from centerloss import threads
+from centerloss import cpu
 from idxdata import make_dataset
 from tinyrun import cli_flags, tiny_config
 
@@ -19,11 +19,11 @@ OMP = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
 PROBE = """
 import os, sys
 from pathlib import Path
-from centerloss import threads
-threads.prepare(Path(sys.argv[1]))
+from centerloss import cpu
+cpu.prepare(Path(sys.argv[1]))
 import torch
 print(os.environ.get("OMP_WAIT_POLICY"), os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads())
-print(threads.describe())
+print(cpu.describe())
 """
 
 
@@ -74,9 +74,9 @@ def test_cgroup_cpu_limit(tmp_path, files, limit):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    assert threads.cgroup_cpu_limit(tmp_path) == limit
+    assert cpu.cgroup_cpu_limit(tmp_path) == limit
     if limit is not None:
-        assert threads.usable_cpus(tmp_path) == min(len(os.sched_getaffinity(0)), -(-limit // 1))
+        assert cpu.usable_cpus(tmp_path) == min(len(os.sched_getaffinity(0)), -(-limit // 1))
 
 
 def test_cl_train_says_what_it_chose_in_its_start_line(tmp_path):
@@ -88,3 +88,16 @@ def test_cl_train_says_what_it_chose_in_its_start_line(tmp_path):
     assert result.returncode == 0, result.stderr
     start = result.stdout.splitlines()[0]
     assert start.startswith("cl train: ") and ", cpu fp32, " in start and start.endswith(" passive wait")
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu avx2 avx512f avx512_bf16 avx512bw", "avx2 avx512f avx512_bf16, no amx_tile"),
+    ("fpu avx2 avx512f avx512_bf16 amx_tile amx_bf16", "avx2 avx512f avx512_bf16 amx_tile"),
+    ("fpu sse4_2", "none of avx2 avx512f avx512_bf16 amx_tile"),
+])
+def test_summary_names_the_model_and_the_kernel_flags(tmp_path, flags, expected):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: {flags}\n\n"
+                    f"processor\t: 1\nmodel name\t: Some CPU 9000\nflags\t\t: {flags}\n")
+    assert cpu.model_and_flags(info) == ("Some CPU 9000", set(flags.split()))
+    assert cpu.summary(info) == f"Some CPU 9000, {cpu.usable_cpus()} cores: {expected}"
