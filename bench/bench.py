@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from typing import Callable, Iterator
 
-import torch
-import torch.nn.functional as F
-import torchvision.datasets as tvd
-from torch.utils.data import DataLoader, Subset
-from torchvision import transforms
+from centerloss import cpu
+
+cpu.prepare()   # as `cl` does, before torch loads OpenMP: passive wait, the usable cores
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torchvision.datasets as tvd  # noqa: E402
+from torch.utils.data import DataLoader, Subset  # noqa: E402
+from torchvision import transforms  # noqa: E402
 
 from centerloss import accel
 from centerloss import data as data_mod
@@ -68,13 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+    """The device, and always the CPU with the flags that pick its kernels (the host feeds a GPU)."""
+    host = f"CPU {cpu.summary()}; {cpu.describe()}"
+    return f"{torch.cuda.get_device_name(device)}; {host}" if device.type == "cuda" else host
 
 
 def threaded(threads: int, fn: Callable[[], int]) -> Callable[[], int]:
@@ -288,8 +287,8 @@ def run(args: argparse.Namespace) -> None:
     root = str(data_mod.locate(args.dataset, args.data_dir or None))
     ds = data_mod.load(args.dataset, root, device)
     threads = torch.get_num_threads()
-    print(f"{args.model} on {args.dataset}, batch {args.batch_size}, {device} ({machine(device)}), "
-          f"torch {torch.__version__}\n  cl: {precision}, channels_last, compile {args.compile}, "
+    print(f"{args.model} on {args.dataset}, batch {args.batch_size}, {device}, torch {torch.__version__}"
+          f"\n  {machine(device)}\n  cl: {precision}, channels_last, compile {args.compile}, "
           f"{args.cl_threads or threads} threads; classic: fp32, {workers} DataLoader workers, "
           f"{threads} threads")
     print("training")

@@ -13,7 +13,11 @@ import argparse
 import statistics
 import time
 
-import torch
+from centerloss import cpu
+
+cpu.prepare()   # as `cl` does, before torch loads OpenMP: passive wait, the usable cores
+
+import torch  # noqa: E402
 
 from centerloss import accel
 from centerloss import data as data_mod
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     cfg = Config(model=args.model, batch_size=args.batch_size)
     g = torch.Generator().manual_seed(0)
-    print(f"{args.model}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{args.model}, {device}, torch {torch.__version__}\n  CPU {cpu.summary()}; {cpu.describe()}")
     variants = [v for v in args.train.split(",") if v]
     if variants:
         x = torch.randn(args.batch_size, 1, 28, 28, generator=g).to(device)
