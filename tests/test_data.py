@@ -59,3 +59,38 @@ def test_resumed_batches_start_where_they_left_off(easy_data):
     rest = list(data.train_batches(ds.train, 64, 3, 1, 2, 0.5, 0.5, start=4))
     assert len(rest) == len(full) - 4
     assert torch.equal(rest[0][0], full[4][0])
+
+
+def test_read_idx_returns_what_the_writer_wrote(tmp_path):
+    from idxdata import write_idx_images, write_idx_labels
+    import numpy as np
+    images = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    write_idx_images(tmp_path / "i", images)
+    write_idx_labels(tmp_path / "l", np.arange(5))
+    assert torch.equal(data.read_idx(tmp_path / "i", 3), torch.from_numpy(images))
+    assert data.read_idx(tmp_path / "l", 1).tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("cut, extra, message", [
+    (100, b"", "it holds fewer bytes than its header's 600 x 28 x 28"),
+    (None, b"\0", "it holds more bytes than its header's 600 x 28 x 28"),
+    (10, b"", "it ends inside its header"),
+    (0, b"", "not an idx file of 3-D unsigned bytes (it starts empty)"),
+])
+def test_a_broken_idx_file_is_named_with_the_reason(easy_data, tmp_path, cut, extra, message):
+    broken = tmp_path / "broken"
+    shutil.copytree(easy_data, broken)
+    path = broken / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:cut] + extra)
+    with pytest.raises(data.DataError) as e:
+        data.load("mnist", broken, download=False)
+    assert str(e.value) == f"mnist: {path} cannot be read ({message}); delete it and fetch it again"
+
+
+def test_labels_in_an_images_file_are_refused(easy_data, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(easy_data, broken)
+    raw = broken / "MNIST" / "raw"
+    shutil.copy(raw / "t10k-labels-idx1-ubyte", raw / "t10k-images-idx3-ubyte")
+    with pytest.raises(data.DataError, match=r"not an idx file of 3-D unsigned bytes \(it starts 00000801\)"):
+        data.load("mnist", broken, download=False)
