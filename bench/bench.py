@@ -41,6 +41,7 @@ from centerloss.config import Config
 from centerloss.loss import CenterLoss
 from centerloss.models import build_model
 from centerloss.device import infer, resolve_device, resolve_precision
+from centerloss.recipe import peak_lr
 from centerloss.train import Callbacks, TrainError, make_optimizer, train, train_step
 
 
@@ -154,7 +155,7 @@ def bench_training(args, cfg, ds, root, device, precision, workers) -> tuple[dic
         images = 0
         with accel.cudnn_mode(autotune=False):
             for x, y in itertools.islice(cl_data, n):
-                train_step(forward, cl_center, cl_opt, x, y, cfg.lam, cfg.lr, device, precision)
+                train_step(forward, cl_center, cl_opt, x, y, cfg.lam, peak_lr(cfg), device, precision)
                 images += y.shape[0]
         return images
 

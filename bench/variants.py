@@ -26,6 +26,7 @@ from centerloss.config import Config
 from centerloss.loss import CenterLoss
 from centerloss.models import build_model
 from centerloss.device import infer, resolve_device
+from centerloss.recipe import peak_lr
 from centerloss.train import make_optimizer, train_step
 
 WORDS = {"cl", "nchw", "bf16", "compile", "t1"}
@@ -74,7 +75,7 @@ def make_step(variant: str, cfg: Config, device: torch.device, x: torch.Tensor, 
 
     def run(steps: int) -> int:
         for _ in range(steps):
-            train_step(forward, center_loss, optimizer, x, y, cfg.lam, cfg.lr, device, precision)
+            train_step(forward, center_loss, optimizer, x, y, cfg.lam, peak_lr(cfg), device, precision)
         return steps * x.shape[0]
     return lambda steps: with_threads(threads, lambda: run(steps))()
 

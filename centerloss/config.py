@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 MODELS = ("lenetspp", "seed", "resnet18")
@@ -26,13 +27,14 @@ class Config:
     channels: int = 0           # folder: 1 or 3 (0: 1 if every image is grayscale, else 3)
     memory_mb: int = 0          # folder: largest set kept in memory, else streamed (0: 1/4 of free)
     workers: int = -1           # folder: image-decoding processes (-1: cores - 1, at most 8)
-    # optimisation: SGD with Nesterov momentum, linear warm-up then cosine decay to 0
+    # optimisation: SGD with Nesterov momentum, linear warm-up then cosine decay to 0 (recipe.py)
     epochs: int = 12
     batch_size: int = 128
-    lr: float = 0.05
+    lr: float | None = None     # peak learning rate; None: 0.05 * sqrt(batch_size / 128)
     momentum: float = 0.9
     weight_decay: float = 5e-4  # on the model only; centers never decay
-    warmup_epochs: float = 0.5
+    warmup_epochs: float = 0.5  # at least 100 steps, at most a fifth of the run (recipe.py)
+    grad_clip: float = 2.0      # largest gradient norm of a step; 0: no clipping
     # run
     seed: int = 0
     device: str = "auto"
@@ -51,8 +53,11 @@ class Config:
             raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr must be > 0 and finite, got {self.lr}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ValueError(f"--grad-clip must be a finite number >= 0 (0: no clipping), "
+                             f"got {self.grad_clip}")
         if self.feature_dim < 1:
             raise ValueError(f"--feature-dim must be at least 1, got {self.feature_dim}")
         if self.augment < 0:

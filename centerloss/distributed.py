@@ -90,6 +90,13 @@ def average_(tensor: torch.Tensor, ctx: Context) -> torch.Tensor:
     return tensor
 
 
+def any_(flag: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """Whether flag (a bool or 0/1 tensor) is set on any rank, in place (a no-op in one process)."""
+    if ctx.group is not None:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=ctx.group)
+    return flag
+
+
 def spread(tensor: torch.Tensor, ctx: Context) -> float:
     """The largest difference between any two ranks' copies of tensor: 0.0 when they are
     identical, as the centers must be. Two small collectives: meant for once an epoch."""

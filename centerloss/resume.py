@@ -36,6 +36,7 @@ class EpochProgress:
     loss_sums: torch.Tensor | None = None   # [2] cross-entropy and center loss summed over them
     kept_features: list[torch.Tensor] = field(default_factory=list)  # the train snapshot so far
     kept_labels: list[torch.Tensor] = field(default_factory=list)
+    guard_events: list[dict] = field(default_factory=list)          # the guard's returns so far
 
 
 @dataclass
@@ -49,6 +50,7 @@ class ResumeState:
     optimizer_state: dict
     rng_cpu: torch.Tensor
     rng_cuda: torch.Tensor | None = None
+    guard: dict = field(default_factory=dict)   # Guard.state(): its learning-rate factor and level
 
 
 def state_path(out: Path | str) -> Path:
@@ -57,10 +59,10 @@ def state_path(out: Path | str) -> Path:
 
 def capture(cfg: Config, progress: EpochProgress, history: list[dict], input_shape: list[int],
             model: torch.nn.Module, centers: torch.Tensor, optimizer: torch.optim.Optimizer,
-            device: torch.device) -> ResumeState:
+            device: torch.device, guard: dict | None = None) -> ResumeState:
     rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     return ResumeState(cfg, progress, list(history), list(input_shape), model.state_dict(), centers,
-                       optimizer.state_dict(), torch.get_rng_state(), rng_cuda)
+                       optimizer.state_dict(), torch.get_rng_state(), rng_cuda, dict(guard or {}))
 
 
 def save_state(out: Path | str, state: ResumeState) -> Path:
@@ -90,6 +92,7 @@ def save_state(out: Path | str, state: ResumeState) -> Path:
         "input_shape": json.dumps(state.input_shape),
         "optimizer": json.dumps({"param_groups": state.optimizer_state["param_groups"],
                                  "scalars": scalars}),
+        "guard": json.dumps({**state.guard, "events": p.guard_events}),
     }
     path = state_path(out)
     ckpt_io.save_tensors(path, tensors, metadata)
@@ -166,8 +169,13 @@ def load_state(out: Path | str, cfg: Config) -> ResumeState:
         input_shape = json.loads(metadata["input_shape"])
         optimizer = json.loads(metadata["optimizer"])
         groups, scalars = optimizer["param_groups"], optimizer["scalars"]
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        guard = json.loads(metadata.get("guard", "{}"))    # absent in states before the guard
+        events = guard.pop("events", [])
+        guard = {"lr_scale": float(guard.get("lr_scale", 1.0)), "ema": float(guard.get("ema", -1.0))}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: bad resume metadata ({type(e).__name__}: {e})") from e
+    if not (0 < guard["lr_scale"] <= 1 and isinstance(events, list)):
+        raise CheckpointError(f"{path}: bad guard state in the resume metadata")
     if not (isinstance(input_shape, list) and len(input_shape) == 3
             and all(isinstance(v, int) and 0 < v <= 4096 for v in input_shape)):
         raise CheckpointError(f"{path}: metadata 'input_shape' must be [channels, height, width]")
@@ -176,7 +184,7 @@ def load_state(out: Path | str, cfg: Config) -> ResumeState:
         raise CheckpointError(f"{path}: 'centers' must be [classes, {saved.feature_dim}]")
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     ckpt_io.check_weights(saved, centers.shape[0], input_shape, model_state, path)
-    progress = EpochProgress(epoch, batch, tensors.get("loss_sums"))
+    progress = EpochProgress(epoch, batch, tensors.get("loss_sums"), guard_events=events)
     sums, feats, labels = progress.loss_sums, tensors.get("kept_features"), tensors.get("kept_labels")
     if (batch > 0) != (sums is not None) or (sums is not None and sums.shape != (2,)):
         raise CheckpointError(f"{path}: 'loss_sums' must be 2 numbers exactly when an epoch is "
@@ -201,7 +209,7 @@ def load_state(out: Path | str, cfg: Config) -> ResumeState:
         raise CheckpointError(f"{path}: bad optimizer state ({e})") from e
     return ResumeState(cfg, progress, history, input_shape, model_state, centers,
                        {"state": state, "param_groups": groups}, tensors["rng.cpu"],
-                       tensors.get("rng.cuda"))
+                       tensors.get("rng.cuda"), guard)
 
 
 def restore(state: ResumeState, model: torch.nn.Module, centers: torch.Tensor,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,10 +22,12 @@ from .config import Config
 from .datasets import dataset_for
 from .device import autocast, infer, resolve_device, resolve_precision
 from .errors import Interrupted, TrainError
+from .guard import Guard, GuardEvent
 from .interrupt import StopRequest, stop_on_signals
 from .loss import CenterLoss
 from .metrics import compactness, nearest_center_accuracy
 from .models import build_model
+from .recipe import Schedule, make_optimizer
 from .resume import EpochProgress
 from .runfolder import check_out_dir
 
@@ -64,31 +65,8 @@ class Callbacks:
 
     def on_epoch_end(self, record: dict) -> None: ...
 
-
-@dataclass
-class Schedule:
-    """Linear warm-up, then cosine decay to zero: the learning rate is a function of the step alone,
-    so a resumed run needs no scheduler state to continue exactly."""
-    lr: float
-    warmup: int
-    total: int
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return self.lr * (step + 1) / self.warmup
-        progress = (step - self.warmup) / max(1, self.total - self.warmup)
-        return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum; weight decay on conv and linear weights only (not on biases,
-    BatchNorm or PReLU slopes, which decay would push towards ReLU)."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    rest = [p for p in model.parameters() if p.ndim < 2]
-    fused = accel.fused_optimizer(next(model.parameters()).device)
-    return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                            {"params": rest, "weight_decay": 0.0}],
-                           lr=cfg.lr, momentum=cfg.momentum, nesterov=True, fused=fused)
+    def on_guard(self, event: GuardEvent) -> None:
+        """The guard threw away steps whose loss diverged and lowered the learning rate."""
 
 
 def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None = None,
@@ -139,7 +117,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
         except accel.CompileError as e:
             raise TrainError(str(e)) from e
     batches = data_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
-    schedule = Schedule(cfg.lr, int(cfg.warmup_epochs * batches), cfg.epochs * batches)
+    schedule = Schedule.for_run(cfg, batches)
     if state:
         resume_mod.restore(state, model, center_loss.centers, optimizer, device,
                            resume_mod.state_path(out))
@@ -154,10 +132,11 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
         if ctx.is_main:
             path = resume_mod.save_state(out, resume_mod.capture(
                 cfg, progress, history, list(ds.input_shape), model, center_loss.centers,
-                optimizer, device))
+                optimizer, device, guard.state()))
         return path
 
     progress = state.progress if state else EpochProgress(1)
+    guard = Guard(model, center_loss.centers, optimizer, ctx, **(state.guard if state else {}))
     if not state:
         save_state(progress)     # from here on --resume works, even if epoch 1 never ends
     cb.on_start(cfg, device, precision, ds, progress.epoch)
@@ -165,7 +144,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
         for epoch in range(progress.epoch, cfg.epochs + 1):
             with accel.cudnn_mode(autotune=False):
                 record = train_epoch(net, center_loss, optimizer, schedule, ds, cfg, epoch, device,
-                                     precision, cb, progress, stop, ctx, forward)
+                                     precision, cb, progress, stop, ctx, forward, guard)
             if record is None:
                 raise Interrupted(stop.signum, epoch, progress.batch, batches, save_state(progress))
             if ctx.group is not None:   # the proof that the all-reduced updates kept them equal
@@ -204,10 +183,14 @@ def check_finite(epoch: int, ce: float, center: float, model: torch.nn.Module,
 
 def train_step(forward: accel.Forward, center_loss: CenterLoss, optimizer: torch.optim.Optimizer,
                x: torch.Tensor, y: torch.Tensor, lam: float, lr: float, device: torch.device,
-               precision: str, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               precision: str, scale: float = 1.0, clip: float = 0.0
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimisation step on a batch; returns (features, cross-entropy, center loss), still on
     the device. Nothing here reads a value back, so the host never waits for the device. `scale`
-    multiplies the loss that is differentiated (DDP's shard weighting), not the losses returned."""
+    multiplies the loss that is differentiated (DDP's shard weighting), not the losses returned.
+    `clip` > 0 scales the gradient down to that norm when it is larger: the step a 2-D feature
+    layer takes otherwise can throw the features far out in one batch and diverge (a 4,000-image
+    MNIST run did at a learning rate of 0.02). The norm stays on the device, so no sync."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast(device, precision):
@@ -219,6 +202,8 @@ def train_step(forward: accel.Forward, center_loss: CenterLoss, optimizer: torch
         loss = loss * scale
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
     optimizer.step()
     return features, ce, center
 
@@ -226,11 +211,13 @@ def train_step(forward: accel.Forward, center_loss: CenterLoss, optimizer: torch
 def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device, precision, cb,
                 progress: EpochProgress | None = None, stop: StopRequest | None = None,
                 ctx: distributed.Context = distributed.Context(),
-                forward: accel.Forward | None = None) -> dict | None:
+                forward: accel.Forward | None = None, guard: Guard | None = None) -> dict | None:
     """Train one epoch from progress.batch on and return its record, or None if `stop` was
     requested before its last batch: `progress` then holds where it stopped. `forward` (default:
-    the model) may be a compiled one."""
+    the model) may be a compiled one. `guard` (guard.py) throws away steps that diverged: the
+    epoch then goes on from the last good batch with a lower learning rate."""
     forward = forward or model
+    guard = guard or Guard(model, center_loss.centers, optimizer, ctx)
     model.train()
     center_loss.train()
     n = len(ds.train)
@@ -245,26 +232,52 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
     seen = 0
     step = (epoch - 1) * batches
     first = progress.batch
-    for i, (x, y) in enumerate(data_mod.train_batches(ds.train, cfg.batch_size, cfg.seed, epoch,
-                                                       cfg.augment, ds.mean, ds.std, start=first,
-                                                       rank=ctx.rank, world=ctx.world), first):
-        m = min(cfg.batch_size, n - i * cfg.batch_size)   # the whole batch, over all ranks
-        # DDP averages the ranks' gradients; weighting each shard's mean by its share of the batch
-        # makes that average the gradient of the whole batch's mean even when shards differ by one
-        scale = y.shape[0] * ctx.world / m if ctx.world > 1 else 1.0
-        features, ce, center = train_step(forward, center_loss, optimizer, x, y, cfg.lam,
-                                          schedule(step + i), device, precision, scale)
-        window.add(ce, center)
-        totals.add(ce, center)
-        if i < keep:
-            kept_feats.append(features.detach().float())
-            kept_labels.append(y)
-        seen += m
-        progress.batch = i + 1
-        cb.on_batch(epoch, i + 1, batches, seen, window)
-        if stop is not None and stop.requested and i + 1 < batches:
-            progress.loss_sums = totals.sums
-            check_finite(epoch, *(totals.sums / totals.batches).tolist(), model, center_loss.centers)
+    guard.start_epoch(first, totals.sums)
+    while True:
+        event = None
+        for i, (x, y) in enumerate(data_mod.train_batches(ds.train, cfg.batch_size, cfg.seed, epoch,
+                                                           cfg.augment, ds.mean, ds.std, start=first,
+                                                           rank=ctx.rank, world=ctx.world), first):
+            m = min(cfg.batch_size, n - i * cfg.batch_size)   # the whole batch, over all ranks
+            # DDP averages the ranks' gradients; weighting each shard's mean by its share of the
+            # batch makes that average the gradient of the whole batch's mean even when shards
+            # differ by one
+            scale = y.shape[0] * ctx.world / m if ctx.world > 1 else 1.0
+            features, ce, center = train_step(forward, center_loss, optimizer, x, y, cfg.lam,
+                                              schedule(step + i) * guard.lr_scale, device, precision,
+                                              scale, cfg.grad_clip)
+            guard.observe(ce + cfg.lam * center)
+            window.add(ce, center)
+            totals.add(ce, center)
+            if i < keep:
+                kept_feats.append(features.detach().float())
+                kept_labels.append(y)
+            seen += m
+            progress.batch = i + 1
+            cb.on_batch(epoch, i + 1, batches, seen, window)
+            if stop is not None and stop.requested and i + 1 < batches:
+                if not guard.check(i + 1, totals.sums, weights_too=True, promote=False):
+                    event = guard.recover(epoch, i + 1, totals.sums)
+                    break
+                progress.loss_sums = totals.sums
+                return None
+            if guard.due(step + i) and i + 1 < batches and not guard.check(i + 1, totals.sums):
+                event = guard.recover(epoch, i + 1, totals.sums)
+                break
+        if event is None:     # the end of the epoch, where the loop waits for the device anyway
+            if guard.check(batches, totals.sums, weights_too=True):
+                break
+            event = guard.recover(epoch, batches, totals.sums)
+        first = progress.batch = totals.batches = event.back_to
+        rows = sum(s.stop - s.start for s in data_mod.batch_slices(
+            n, cfg.batch_size, 0, ctx.rank, ctx.world)[:min(first, keep)])
+        if kept_feats:
+            kept_feats[:] = [torch.cat(kept_feats)[:rows]]
+            kept_labels[:] = [torch.cat(kept_labels)[:rows]]
+        progress.guard_events.append(event.as_record())
+        cb.on_guard(event)
+        if stop is not None and stop.requested:
+            progress.loss_sums = totals.sums if first > 0 else None
             return None
     distributed.average_(totals.sums, ctx)            # every rank sees the same epoch losses
     train_ce, train_center = totals.read()            # waits for the device: the epoch is done
@@ -272,7 +285,9 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
     check_finite(epoch, train_ce, train_center, model, center_loss.centers)
     record = {"epoch": epoch, "train_ce": train_ce, "train_center": train_center,
               "train_seconds": seconds, "train_images_per_s": seen / seconds,
-              "lr": schedule(step + batches - 1)}
+              "lr": schedule(step + batches - 1) * guard.lr_scale}
+    if progress.guard_events:
+        record["guard"] = list(progress.guard_events)
     if kept_feats:
         record["_train_snapshot"] = (torch.cat(kept_feats)[:cfg.snapshot_train],
                                      torch.cat(kept_labels)[:cfg.snapshot_train])

@@ -31,7 +31,10 @@ def train(
     alpha: float = typer.Option(0.5, help="Center learning rate of Eq. 4, in (0, 1]."),
     epochs: int = typer.Option(Config.epochs, help="Passes over the training split."),
     batch_size: int = typer.Option(Config.batch_size, help="Images per batch."),
-    lr: float = typer.Option(Config.lr, help="Peak learning rate (SGD, Nesterov, cosine decay)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate of SGD (Nesterov momentum, warm-up, "
+                                       "cosine decay) [default: 0.05 * sqrt(batch size / 128)]."),
+    grad_clip: float = typer.Option(Config.grad_clip, help="Largest gradient norm of a step; 0 turns "
+                                    "clipping off."),
     model: str = typer.Option("lenetspp", help="lenetspp (the paper's net), seed (the blog's lighter net) "
                                                "or resnet18 (torchvision's, for small images)."),
     feature_dim: int = typer.Option(2, help="Size of the feature layer; 2 can be plotted, 128 or 512 for verification."),
@@ -68,7 +71,8 @@ def train(
 
     from .render import TrainReporter, epoch_line   # here: they import torch, which --help must not wait for
     data_dir = data_dir.resolve() if data_dir else None   # saved in the checkpoint: keep it valid elsewhere
-    values = dict(lam=lam, alpha=alpha, epochs=epochs, batch_size=batch_size, lr=lr, model=model,
+    values = dict(lam=lam, alpha=alpha, epochs=epochs, batch_size=batch_size, lr=lr,
+                  grad_clip=grad_clip, model=model,
                   feature_dim=feature_dim, dataset=dataset, data_dir=str(data_dir or ""),
                   image_size=image_size, channels=channels, memory_mb=memory_mb, workers=workers,
                   device=device, precision=precision, seed=seed, augment=augment,

@@ -1,0 +1,66 @@
+"""The optimisation recipe: SGD with Nesterov momentum, a linear warm-up, cosine decay to zero,
+and the rules that size the learning rate and the warm-up from the batch and the data set.
+
+The rules, as README and `cl train --help` state them:
+- peak learning rate = BASE_LR * sqrt(batch size / BASE_BATCH), unless --lr is given;
+- warm-up = half an epoch, but at least MIN_WARMUP_STEPS steps, and at most
+  MAX_WARMUP_FRACTION of the run: a small data set or a large batch still warms up;
+- the gradient norm is clipped at --grad-clip (train_step).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import accel
+from .config import Config
+
+BASE_LR = 0.05              # the peak learning rate at BASE_BATCH
+BASE_BATCH = 128
+MIN_WARMUP_STEPS = 100      # divergence shows in the first steps, whatever an epoch's length
+MAX_WARMUP_FRACTION = 0.2   # a short run still spends most of its steps at a useful rate
+
+
+def peak_lr(cfg: Config) -> float:
+    """--lr if given, else BASE_LR scaled by the square root of the batch size: large batches
+    average out noise, so they take a larger step, but not a linearly larger one, which the 2-D
+    feature layer does not survive."""
+    return cfg.lr if cfg.lr is not None else BASE_LR * math.sqrt(cfg.batch_size / BASE_BATCH)
+
+
+def warmup_steps(cfg: Config, batches_per_epoch: int) -> int:
+    total = cfg.epochs * batches_per_epoch
+    steps = max(round(cfg.warmup_epochs * batches_per_epoch), MIN_WARMUP_STEPS)
+    return max(1, min(steps, round(MAX_WARMUP_FRACTION * total)))
+
+
+@dataclass
+class Schedule:
+    """Linear warm-up, then cosine decay to zero: the learning rate is a function of the step alone,
+    so a resumed run needs no scheduler state to continue exactly."""
+    lr: float
+    warmup: int
+    total: int
+
+    @classmethod
+    def for_run(cls, cfg: Config, batches_per_epoch: int) -> "Schedule":
+        return cls(peak_lr(cfg), warmup_steps(cfg, batches_per_epoch), cfg.epochs * batches_per_epoch)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum; weight decay on conv and linear weights only (not on biases,
+    BatchNorm or PReLU slopes, which decay would push towards ReLU)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.ndim < 2]
+    fused = accel.fused_optimizer(next(model.parameters()).device)
+    return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                            {"params": rest, "weight_decay": 0.0}],
+                           lr=peak_lr(cfg), momentum=cfg.momentum, nesterov=True, fused=fused)

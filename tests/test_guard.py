@@ -1,0 +1,140 @@
+"""The divergence guard: bad steps are thrown away, the run goes back to its last good state with a
+lower learning rate and carries on; resume still ends bit-identical; the recipe's rules."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from centerloss import checkpoint as ckpt_io
+from centerloss.config import Config
+from centerloss.errors import Interrupted
+from centerloss.guard import CHECK_EVERY, Guard
+from centerloss.recipe import MIN_WARMUP_STEPS, Schedule, peak_lr, warmup_steps
+from centerloss.train import Callbacks, train
+from test_reliability import SignalAt, assert_same_run
+from tinyrun import make_data, tiny_config
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_data(tmp_path_factory.mktemp("guard-data"))
+
+
+class PoisonOnce(Callbacks):
+    """Makes the loss of one step (the batch after `at`, at the full learning rate) NaN or huge,
+    as a diverging step would be; counts the guard's events."""
+
+    def __init__(self, at: tuple[int, int], factor: float, then: Callbacks | None = None):
+        self.at, self.factor, self.then = at, factor, then or Callbacks()
+        self.armed, self.events = False, []
+
+    def on_batch(self, epoch, batch, batches, images, window) -> None:
+        self.armed = (epoch, batch) == self.at and not self.events
+        self.then.on_batch(epoch, batch, batches, images, window)
+
+    def on_guard(self, event) -> None:
+        self.events.append(event)
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Installs the poison into F.cross_entropy, as train_step calls it; returns a factory."""
+    real = F.cross_entropy
+    active: list[PoisonOnce] = []
+
+    def cross_entropy(logits, target, *args, **kwargs):
+        loss = real(logits, target, *args, **kwargs)
+        if active and active[-1].armed:
+            active[-1].armed = False
+            return loss * active[-1].factor
+        return loss
+
+    monkeypatch.setattr(F, "cross_entropy", cross_entropy)
+
+    def make(at, factor, then=None) -> PoisonOnce:
+        active.append(PoisonOnce(at, factor, then))
+        return active[-1]
+    return make
+
+
+@pytest.mark.parametrize("factor,reason", [(float("nan"), "non-finite"), (1e4, "spike")])
+def test_a_diverging_step_is_undone_and_the_run_goes_on(data, tmp_path, poisoned, factor, reason):
+    cb = poisoned((2, 1), factor)
+    history = train(tiny_config(data), tmp_path / "run", cb)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert len(cb.events) == 1
+    event = cb.events[0]
+    assert (event.epoch, event.back_to, event.reason, event.lr_scale) == (2, 0, reason, 0.5)
+    assert history[1]["guard"] == [event.as_record()]        # and so in history.jsonl
+    assert ckpt_io.read_history(tmp_path / "run")[1]["guard"] == [event.as_record()]
+    assert "guard" not in history[0] and "guard" not in history[2]
+    ckpt = ckpt_io.load_checkpoint(tmp_path / "run" / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in ckpt.model_state.values())
+    assert all(math.isfinite(history[2][k]) for k in ("train_ce", "train_center", "test_ce"))
+    # the rest of the run trains at half the learning rate the schedule gives
+    clean = train(tiny_config(data), tmp_path / "clean")
+    assert history[2]["lr"] == pytest.approx(0.5 * clean[2]["lr"])
+
+
+@pytest.mark.parametrize("stop_at", [(2, 2), (3, 1)])
+def test_resume_across_a_guard_event_is_bit_identical(data, tmp_path, poisoned, stop_at):
+    """Stopped right after the bad step (the stop itself finds it and goes back) or an epoch later."""
+    train(tiny_config(data), tmp_path / "reference", poisoned((2, 1), float("nan")))
+    out = tmp_path / "stopped"
+    with pytest.raises(Interrupted):
+        train(tiny_config(data), out, poisoned((2, 1), float("nan"), SignalAt(*stop_at)))
+    train(tiny_config(data), out, resume=True)     # the bad step lies behind the resumed run
+    assert_same_run(tmp_path / "reference", out)
+
+
+def test_guard_flags_nan_and_spikes_but_not_noise():
+    model = torch.nn.Linear(2, 2)
+    centers = torch.zeros(2, 2)
+    guard = Guard(model, centers, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    sums = torch.zeros(2)
+    guard.start_epoch(0, sums)
+    for loss in (2.3, 2.0, 2.6, 1.7, 4.0, 2.2):        # noise, even a doubling, is no divergence
+        guard.observe(torch.tensor(loss))
+    assert guard.check(6, sums)
+    guard.observe(torch.tensor(3 * 2.3 + 2.5))          # far above the recent level
+    assert not guard.check(7, sums)
+    guard.observe(torch.tensor(float("inf")))
+    assert not guard.check(8, sums)
+
+
+def test_guard_returns_to_a_confirmed_state():
+    """The state at a clean check is a candidate; it is returned to only after the next clean one,
+    since the last step before a check may be the one that diverged."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.constant_(model.weight, 1.0)
+    guard = Guard(model, torch.zeros(1, 1), torch.optim.SGD(model.parameters(), lr=0.1))
+    sums = torch.zeros(2)
+    guard.start_epoch(0, sums)
+    for batch, weight in ((20, 2.0), (40, 3.0)):
+        with torch.no_grad():
+            model.weight.fill_(weight)
+        guard.observe(torch.tensor(1.0))
+        assert guard.check(batch, sums)
+    with torch.no_grad():
+        model.weight.fill_(float("nan"))
+    guard.observe(torch.tensor(float("nan")))
+    assert not guard.check(60, sums)
+    event = guard.recover(1, 60, sums)
+    assert model.weight.item() == 2.0 and event.back_to == 20 and guard.lr_scale == 0.5
+
+
+def test_lr_follows_the_batch_size_and_warmup_the_run_length():
+    assert peak_lr(Config(batch_size=128)) == pytest.approx(0.05)
+    assert peak_lr(Config(batch_size=512)) == pytest.approx(0.1)
+    assert peak_lr(Config(batch_size=512, lr=0.3)) == 0.3
+    # full MNIST at 128: half an epoch; a 4,000-image set or a large batch: the minimum ...
+    assert warmup_steps(Config(epochs=12), 469) == 234
+    assert warmup_steps(Config(epochs=20), 32) == MIN_WARMUP_STEPS
+    # ... but never most of a short run
+    assert warmup_steps(Config(epochs=12, batch_size=4096), 15) == 36
+    s = Schedule.for_run(Config(epochs=2, batch_size=4096), 15)
+    assert s.warmup == 6 and s(5) == pytest.approx(s.lr) and s(29) < 0.01 * s.lr
+    assert CHECK_EVERY > 1       # the guard reads the device back only every few steps
