@@ -35,7 +35,9 @@ def test_bench_prints_both_pipelines_their_ratio_and_time_to_accuracy(tmp_path, 
         assert cl > 0 and classic > 0
         # the printed ratio is of the unrounded rates: allow for the rounding of the two figures
         assert abs(float(ratio) - cl / classic) <= 0.01 + 0.6 * (1 / cl + 1 / classic) * cl / classic
-    assert re.search(r"^reached 1\.00% test accuracy after [\d.]+ s of training", out, re.M)
+    reached = re.search(r"^reached 1\.00% test accuracy in epoch 1, ([\d.]+) s after `cl train` "
+                        r"started \(([\d.]+) s of it training\)$", out, re.M)
+    assert reached and 0 < float(reached[2]) < float(reached[1])
 
 
 def test_bench_reports_bad_options_in_one_line():
