@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import functools
 import gzip
-import math
 import os
 import shutil
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -19,6 +17,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .errors import DataError  # noqa: F401  (defined without torch, for the CLI)
+from .idx import read_idx_file
 
 
 @dataclass(frozen=True)
@@ -194,41 +193,6 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, download: bool 
     return root
 
 
-IDX_UBYTE = 0x08      # the idx type code of unsigned bytes, the only one these data sets use
-
-
-def read_idx(path: Path, ndim: int) -> torch.Tensor:
-    """An idx file of unsigned bytes with ndim dimensions, as a uint8 tensor.
-
-    Read here rather than through torchvision's dataset classes: importing torchvision took 2 to
-    4 s of every `cl train` on a 2-core CPU, longer than reading the files."""
-    with open(path, "rb") as f:
-        header = f.read(4)
-        if len(header) < 4 or header[:2] != b"\0\0" or header[2] != IDX_UBYTE or header[3] != ndim:
-            raise ValueError(f"not an idx file of {ndim}-D unsigned bytes (it starts "
-                             f"{header.hex() or 'empty'})")
-        dims = f.read(4 * ndim)
-        if len(dims) < 4 * ndim:
-            raise ValueError("it ends inside its header")
-        shape = struct.unpack(f">{ndim}I", dims)
-        data = bytearray(math.prod(shape))
-        got = f.readinto(data)
-        if got != len(data) or f.read(1):
-            raise ValueError(f"it holds {'fewer' if got < len(data) else 'more'} bytes than its "
-                             f"header's {' x '.join(map(str, shape))}")
-    if not data:            # frombuffer refuses an empty buffer
-        return torch.zeros(shape, dtype=torch.uint8)
-    return torch.frombuffer(data, dtype=torch.uint8).view(shape)
-
-
-def _read_idx_file(name: str, path: Path, ndim: int) -> torch.Tensor:
-    try:
-        return read_idx(path, ndim)
-    except (OSError, ValueError) as e:  # a truncated or corrupt idx file
-        raise DataError(f"{name}: {path} cannot be read ({getattr(e, 'strerror', None) or e}); "
-                        f"delete it and fetch it again") from e
-
-
 def load(name: str, data_dir: str | os.PathLike | None = None, device: torch.device | str = "cpu",
          download: bool = True) -> Dataset:
     """Read both splits once, as uint8 tensors, onto the device."""
@@ -238,7 +202,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, device: torch.dev
     splits = {}
     for split in ("train", "test"):
         images_file, labels_file = (raw / f for f in IDX_FILES[split])
-        images, labels = _read_idx_file(name, images_file, 3), _read_idx_file(name, labels_file, 1).long()
+        images, labels = read_idx_file(name, images_file, 3), read_idx_file(name, labels_file, 1).long()
         if images.ndim != 3 or images.shape[0] != labels.shape[0] or images.shape[0] == 0:
             raise DataError(f"{name}: the {split} idx files disagree: {tuple(images.shape)} images "
                             f"for {tuple(labels.shape)} labels")

@@ -62,13 +62,15 @@ def test_resumed_batches_start_where_they_left_off(easy_data):
 
 
 def test_read_idx_returns_what_the_writer_wrote(tmp_path):
-    from idxdata import write_idx_images, write_idx_labels
     import numpy as np
+
+    from centerloss.idx import read_idx
+    from idxdata import write_idx_images, write_idx_labels
     images = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     write_idx_images(tmp_path / "i", images)
     write_idx_labels(tmp_path / "l", np.arange(5))
-    assert torch.equal(data.read_idx(tmp_path / "i", 3), torch.from_numpy(images))
-    assert data.read_idx(tmp_path / "l", 1).tolist() == [0, 1, 2, 3, 4]
+    assert torch.equal(read_idx(tmp_path / "i", 3), torch.from_numpy(images))
+    assert read_idx(tmp_path / "l", 1).tolist() == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("cut, extra, message", [
