@@ -298,7 +298,8 @@ def run(args: argparse.Namespace) -> None:
                  precision=args.precision, compile=args.compile, batch_size=args.batch_size,
                  seed=args.seed, epochs=args.epochs)
     cfg.validate()
-    root = str(data_mod.locate(args.dataset, args.data_dir or None))
+    data_mod.find_files(args.dataset, args.data_dir or None)    # downloads if need be
+    root = args.data_dir or str(data_mod.default_data_dir())
     ds = data_mod.load(args.dataset, root, device)
     threads = torch.get_num_threads()
     print(f"{args.model} on {args.dataset}, batch {args.batch_size}, {device}, torch {torch.__version__}"

@@ -56,8 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def write_subset(args: argparse.Namespace, folder: Path) -> Path:
     """The first images of each split as plain idx files in torchvision's layout under folder."""
-    root = str(data_mod.locate(args.dataset, args.data_dir or None))
-    ds = data_mod.load(args.dataset, root, torch.device("cpu"))
+    ds = data_mod.load(args.dataset, args.data_dir or None, torch.device("cpu"))
     raw = folder / data_mod.DATASETS[args.dataset].tv_class / "raw"
     raw.mkdir(parents=True)
     for split, n, (images_name, labels_name) in ((ds.train, args.train_images, data_mod.IDX_FILES["train"]),

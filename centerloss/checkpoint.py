@@ -32,8 +32,25 @@ def epoch_name(epoch: int) -> str:
     return f"epoch_{epoch:03d}.safetensors"
 
 
+class WriteError(OSError):
+    """A file could not be written (a full disk, say); the message names it."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename} ({self.strerror})"
+
+
 def atomic_write(path: Path, data: bytes) -> None:
+    """path holds data, whole, or (on any failure) what it held before; WriteError names it."""
     path = Path(path)
+    try:
+        _atomic_write(path, data)
+    except OSError as e:
+        if isinstance(e, WriteError):
+            raise
+        raise WriteError(e.errno, e.strerror or str(e), str(path)) from e
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -150,6 +167,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: metadata 'normalization' must hold {input_shape[0]} "
                               f"means and {input_shape[0]} positive stds")
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    # NaN or infinite weights still run, and give exit 0 with made-up accuracies: refuse them
+    bad = [k for k, v in {**tensors, "centers": centers}.items()
+           if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CheckpointError(f"{path}: {bad[0]} holds NaN or infinite values ({len(bad)} "
+                              f"tensor(s) do), so the model cannot give meaningful results; "
+                              f"use an earlier epoch (--epoch) or train again")
     return Checkpoint(config, epoch, classes, model_state, centers, input_shape,
                       metrics if isinstance(metrics, dict) else {}, normalization)
 
@@ -203,6 +227,9 @@ def resolve(run: Path | str = "params", checkpoint: Path | str | None = None, ep
         return Path(checkpoint)
     run = Path(run)
     if epoch is None:
+        if not run.is_dir():
+            raise CheckpointError(f"{run}: no such run folder; pass --run with a folder `cl train` "
+                                  f"wrote (train one with: cl train --out {run}), or --checkpoint FILE")
         if not (run / "model.safetensors").is_file():
             raise CheckpointError(f"{run} holds no trained model (no model.safetensors); train one "
                                   f"with: cl train --out {run}, or pass --checkpoint FILE")

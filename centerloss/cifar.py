@@ -46,7 +46,7 @@ def read_batches(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.ascontiguousarray(np.concatenate(images))), y
 
 
-def _complete(folder: Path) -> bool:
+def is_unpacked(folder: Path) -> bool:
     return all((folder / f).is_file() for f in TRAIN_FILES + TEST_FILES)
 
 
@@ -71,7 +71,7 @@ def locate(data_dir: str | os.PathLike | None = None, download: bool = True) -> 
     extracted from cifar-10-binary.tar.gz in root if it is there, else downloaded."""
     root = Path(data_dir) if data_dir else default_data_dir()
     for folder in (root / FOLDER, root):
-        if _complete(folder):
+        if is_unpacked(folder):
             return folder
     archive = root / Path(URL).name
     hint = f"download {URL} by hand into {root}"
@@ -94,7 +94,7 @@ def locate(data_dir: str | os.PathLike | None = None, download: bool = True) -> 
         _extract(archive, root)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"cifar10: cannot unpack {archive} ({e}); delete it and fetch it again") from e
-    if not _complete(root / FOLDER):
+    if not is_unpacked(root / FOLDER):
         raise DataError(f"cifar10: {archive} does not hold the binary batches; {hint}")
     return root / FOLDER
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
+
+from . import limits
 
 MODELS = ("lenetspp", "seed", "resnet18")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -53,11 +54,6 @@ class Config:
             raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"--lr must be > 0 and finite, got {self.lr}")
-        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
-            raise ValueError(f"--grad-clip must be a finite number >= 0 (0: no clipping), "
-                             f"got {self.grad_clip}")
         if self.feature_dim < 1:
             raise ValueError(f"--feature-dim must be at least 1, got {self.feature_dim}")
         if self.augment < 0:
@@ -79,6 +75,7 @@ class Config:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
+        limits.check_config(self)   # every float finite, every size inside its range
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import os
-import shutil
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -17,7 +19,6 @@ from typing import Iterator, Sequence
 import torch
 
 from .errors import DataError  # noqa: F401  (defined without torch, for the CLI)
-from .idx import read_idx_file
 
 
 @dataclass(frozen=True)
@@ -134,34 +135,55 @@ def _find_raw(folder: Path) -> dict[str, Path] | None:
     return found
 
 
-def _stage(found: dict[str, Path], raw: Path) -> None:
-    """Put the idx files, uncompressed, where torchvision's reader expects them."""
-    raw.mkdir(parents=True, exist_ok=True)
-    for name, src in found.items():
-        dst = raw / name
-        if dst.is_file() and dst.stat().st_size > 0:
-            continue
-        tmp = dst.with_name(dst.name + ".tmp")
-        opener = gzip.open if src.suffix == ".gz" else open
-        try:
-            with opener(src, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)       # a truncated .gz must not leave half a file
+MAX_IDX_BYTES = 16 << 30      # what one idx file may declare: far above any real set
 
 
-def _missing_message(name: str, spec: DatasetSpec, root: Path, looked: list[Path], why: str) -> str:
-    files = ", ".join(f for pair in IDX_FILES.values() for f in pair)
-    where = "; ".join(str(p) for p in looked)
-    hint = f"download {spec.url} by hand into {root / spec.tv_class / 'raw'}"
+def read_idx(path: Path, ndim: int) -> torch.Tensor:
+    """The uint8 tensor of an idx file (plain or .gz), read where it lies: a read-only folder
+    or a stranger's is never written to. DataError naming the file for anything malformed."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    kind = "images" if ndim == 3 else "labels"
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(4 + 4 * ndim)
+            if len(head) < 4 + 4 * ndim or head[:3] != b"\0\0\x08" or head[3] != ndim:
+                raise DataError(f"{path}: not an idx file of uint8 {kind} (its first bytes are "
+                                f"{head[:4].hex() or 'missing'}, expected 0000080{ndim}); "
+                                f"fetch the file again")
+            shape = struct.unpack(f">{ndim}I", head[4:])
+            size = math.prod(shape)
+            if size > MAX_IDX_BYTES or (ndim == 3 and min(shape[1:]) == 0):
+                raise DataError(f"{path}: declares {kind} of shape {shape}, which cl does not "
+                                f"read; fetch the file again")
+            body = f.read(size)
+            extra = f.read(1)
+    except (OSError, EOFError, zlib.error) as e:     # EOFError: a truncated .gz
+        raise DataError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e}); "
+                        f"fetch the file again") from e
+    if len(body) != size or extra:
+        raise DataError(f"{path}: holds {len(body)}{'+' if extra else ''} bytes of {kind} where "
+                        f"its header declares {size} {shape}; the file is truncated or "
+                        f"damaged: fetch it again")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape) if size else \
+        torch.empty(shape, dtype=torch.uint8)
+
+
+def _missing_message(name: str, spec: DatasetSpec, looked: list[Path], why: str) -> str:
+    where = ", ".join(str(p) for p in looked)
+    files = " ".join(spec.url + f + ".gz" for pair in IDX_FILES.values() for f in pair)
     if name in SYSTEM_DIRS:
-        hint += f", or install Debian's dataset-{name} ({SYSTEM_DIRS[name]})"
-    return f"{name}: could not find {files} (plain or .gz) in {where} and {why}; {hint}"
+        offline = f"; or install Debian's dataset-{name}, which cl finds in {SYSTEM_DIRS[name]}"
+    else:
+        offline = ("; to work offline without them, apt-get install dataset-fashion-mnist and "
+                   "train with --dataset fashion-mnist")
+    return (f"{name}: the four idx files are not in {where}, and {why}; if you have a copy, "
+            f"pass its folder with --data-dir, else fetch {files} into one folder{offline}")
 
 
-def locate(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
-    """Root folder holding <Class>/raw/<idx files> for torchvision, staging or downloading if needed."""
+def find_files(name: str, data_dir: str | os.PathLike | None = None, download: bool = True
+               ) -> dict[str, Path]:
+    """The four idx files of a data set: in data_dir/<Class>/raw or data_dir itself (plain or
+    .gz), then the system's copy, else downloaded into data_dir/<Class>/raw when allowed."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
     spec = DATASETS[name]
@@ -170,44 +192,40 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, download: bool 
     looked = [raw, root] + ([SYSTEM_DIRS[name]] if name in SYSTEM_DIRS else [])
     for folder in looked:
         found = _find_raw(folder)
-        if found is None:
-            continue
-        if folder != raw or any(p.suffix == ".gz" and not (raw / n).is_file() for n, p in found.items()):
-            try:
-                _stage(found, raw)
-            except (OSError, EOFError) as e:   # EOFError: a truncated .gz
-                raise DataError(f"{name}: cannot unpack {folder} into {raw} "
-                                f"({getattr(e, 'strerror', None) or e}); fetch the files again") from e
-        return root
+        if found is not None:
+            return found
     if not download:
-        raise DataError(_missing_message(name, spec, root, looked, "downloading is off"))
+        raise DataError(_missing_message(name, spec, looked, "downloading is off"))
     import torchvision.datasets as tvd
     try:
         for train in (True, False):
             getattr(tvd, spec.tv_class)(str(root), train=train, download=True)
     except Exception as e:  # torchvision raises RuntimeError or URLError subclasses offline
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        cause = (lines[-1] if lines else type(e).__name__)[:160]
-        raise DataError(_missing_message(name, spec, root, looked,
-                                         f"the download failed ({cause})")) from e
-    return root
+        cause = (lines[-1] if lines else type(e).__name__)[:160].rstrip(".")
+        raise DataError(_missing_message(name, spec, looked,
+                                         f"downloading them failed ({cause})")) from e
+    found = _find_raw(raw)
+    if found is None:
+        raise DataError(_missing_message(name, spec, looked, "the download did not bring them"))
+    return found
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, device: torch.device | str = "cpu",
          download: bool = True) -> Dataset:
     """Read both splits once, as uint8 tensors, onto the device."""
-    root = locate(name, data_dir, download)
+    files = find_files(name, data_dir, download)
     spec = DATASETS[name]
-    raw = root / spec.tv_class / "raw"
     splits = {}
-    for split in ("train", "test"):
-        images_file, labels_file = (raw / f for f in IDX_FILES[split])
-        images, labels = read_idx_file(name, images_file, 3), read_idx_file(name, labels_file, 1).long()
-        if images.ndim != 3 or images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+    for split, (images_name, labels_name) in IDX_FILES.items():
+        images = read_idx(files[images_name], 3)
+        labels = read_idx(files[labels_name], 1).long()
+        if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
             raise DataError(f"{name}: the {split} idx files disagree: {tuple(images.shape)} images "
-                            f"for {tuple(labels.shape)} labels")
-        if int(labels.min()) < 0 or int(labels.max()) >= len(spec.classes):
-            raise DataError(f"{name}: {split} labels must lie in 0..{len(spec.classes) - 1}")
+                            f"for {tuple(labels.shape)} labels ({files[images_name]})")
+        if int(labels.max()) >= len(spec.classes):
+            raise DataError(f"{files[labels_name]}: {split} labels must lie in "
+                            f"0..{len(spec.classes) - 1}, found {int(labels.max())}")
         splits[split] = Split(images.to(device), labels.to(device))
     return Dataset(name, spec.classes, spec.mean, spec.std, splits["train"], splits["test"])
 

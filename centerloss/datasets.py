@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
-from .cifar import load_cifar10
+from .cifar import FOLDER as CIFAR_FOLDER, is_unpacked as cifar_unpacked, load_cifar10
 from .config import Config
 from .data import DATASET_NAMES, DATASETS, Dataset, DataError, load
 from .folder import load_folder
@@ -37,8 +38,24 @@ def open_dataset(name: str, data_dir: str | os.PathLike | None = None,
     return ds
 
 
-def dataset_for(cfg: Config, device: torch.device | str = "cpu", data_dir: str | None = None) -> Dataset:
-    """The data set a run's config names; data_dir overrides the config's folder."""
-    return open_dataset(cfg.dataset, data_dir or cfg.data_dir or None, device,
+def dataset_for(cfg: Config, device: torch.device | str = "cpu", data_dir: str | None = None,
+                from_checkpoint: bool = False) -> Dataset:
+    """The data set a run's config names; data_dir overrides the config's folder.
+
+    from_checkpoint: cfg came from a checkpoint, maybe a stranger's, so its data_dir is a path
+    someone else chose. It is only read, and only if it exists: nothing is downloaded into it or
+    created there, and a missing one asks for --data-dir."""
+    download = True
+    if from_checkpoint and not data_dir and cfg.data_dir:
+        saved = Path(cfg.data_dir)
+        # CIFAR-10 would be unpacked from its archive into that folder: only batches already
+        # unpacked there are read
+        if not saved.is_dir() or (cfg.dataset == "cifar10" and not any(
+                cifar_unpacked(folder) for folder in (saved / CIFAR_FOLDER, saved))):
+            raise DataError(f"{cfg.dataset}: the model was trained on data in {cfg.data_dir}, "
+                            f"which is not here; pass --data-dir with a folder holding the "
+                            f"{cfg.dataset} data")
+        download = False
+    return open_dataset(cfg.dataset, data_dir or cfg.data_dir or None, device, download,
                         image_size=cfg.image_size, channels=cfg.channels,
                         memory_mb=cfg.memory_mb, workers=cfg.workers)

@@ -17,7 +17,7 @@ from . import checkpoint as ckpt_io
 from . import data as data_mod
 from .datasets import dataset_for
 from .errors import EmbedError  # noqa: F401  (defined without torch, for the CLI)
-from .folder import decode
+from .folder import decode, open_image, printable, to_mode
 from .metrics import nearest_center
 from .pairs import normalization_of
 from .device import infer, load_model
@@ -74,9 +74,12 @@ def embed_split(path: Path | str, split: str = "test", data_dir: str | None = No
         raise EmbedError(f"unknown split {split!r}; choose train or test")
     ckpt, model, dev, prec, info = _prepare(path, device, precision)
     cfg = ckpt.config
-    ds = dataset_for(cfg, dev, data_dir)
+    ds = dataset_for(cfg, dev, data_dir, from_checkpoint=True)
     if list(ds.classes) != list(ckpt.classes):
         raise EmbedError(f"{path}: its classes do not match the {cfg.dataset} data set")
+    if list(ds.split(split).image_shape) != list(ckpt.input_shape):
+        raise EmbedError(f"{path}: it takes {ckpt.input_shape} inputs, the data set's {split} "
+                         f"split gives {ds.split(split).image_shape}")
     emb = _run(model, ds.split(split), ds.mean, ds.std, ckpt, dev, prec, batch_size,
                {**info, "split": split})
     emb.labels = ds.split(split).labels.cpu()
@@ -108,8 +111,8 @@ def read_image(path: Path, height: int, width: int, invert: bool = False, channe
     the model's input."""
     from PIL import Image, ImageOps
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("L" if channels == 1 else "RGB")
+        with open_image(path) as im:
+            im = to_mode(ImageOps.exif_transpose(im), "L" if channels == 1 else "RGB")
             im = im.resize((width, height), Image.Resampling.BILINEAR) if im.size != (width, height) else im
             pixels = np.asarray(im, dtype=np.uint8)
     # Pillow's decoders fail on bad files with many exception types (OSError, SyntaxError,
@@ -120,22 +123,39 @@ def read_image(path: Path, height: int, width: int, invert: bool = False, channe
     return 255 - pixels if invert else pixels
 
 
+def light_background(pixels: np.ndarray) -> bool:
+    """Whether an image's outer ring (a tenth of its side, at least one pixel) is light on
+    average: a dark drawing on paper, the opposite of MNIST's light strokes on black."""
+    h, w = pixels.shape[:2]
+    k = max(1, min(h, w) // 10)
+    ring = np.concatenate([pixels[:k].ravel(), pixels[-k:].ravel(), pixels[k:-k, :k].ravel(),
+                           pixels[k:-k, -k:].ravel()])
+    return float(ring.mean()) > 127.5
+
+
 def embed_images(path: Path | str, images: list[Path | str], device: str = "auto",
-                 precision: str = "fp32", batch_size: int | None = None, invert: bool = False) -> Embedding:
+                 precision: str = "fp32", batch_size: int | None = None,
+                 invert: bool | str = False) -> Embedding:
     """Image files (or folders of them), converted to the checkpoint's channels and input size and
     normalised with its training statistics, as the training images were. Models trained on an
-    image folder get that loader's shorter-side resize and centre crop; the others a plain resize."""
+    image folder get that loader's shorter-side resize and centre crop; the others a plain resize.
+    invert: True inverts every image, "auto" each one on a light background (light_background);
+    info["inverted"] lists which were."""
     files = image_files(images)
     ckpt, model, dev, prec, info = _prepare(path, device, precision)
     channels, height, width = ckpt.input_shape
     if ckpt.config.dataset == "folder" and height == width:
-        pixels = np.stack([_decode_folder_style(f, height, channels, invert) for f in files])
+        pixels = np.stack([_decode_folder_style(f, height, channels, False) for f in files])
     else:
-        pixels = np.stack([read_image(f, height, width, invert, channels) for f in files])
+        pixels = np.stack([read_image(f, height, width, False, channels) for f in files])
+    flipped = [light_background(p) if invert == "auto" else bool(invert) for p in pixels]
+    for i in np.flatnonzero(flipped):
+        pixels[i] = 255 - pixels[i]
     split = data_mod.Split(torch.from_numpy(pixels).to(dev), torch.zeros(len(files), dtype=torch.long, device=dev))
     mean, std = normalization_of(ckpt)
-    emb = _run(model, split, mean, std, ckpt, dev, prec, batch_size, {**info, "split": "images"})
-    emb.sources = [str(f) for f in files]
+    emb = _run(model, split, mean, std, ckpt, dev, prec, batch_size,
+               {**info, "split": "images", "inverted": json.dumps(flipped)})
+    emb.sources = [printable(f) for f in files]
     return emb
 
 

@@ -19,12 +19,12 @@ def evaluate_checkpoint(path: Path | str, data_dir: str | None = None, device: s
     the test split, which training never saw (report["verification"])."""
     ckpt, model, dev, prec = load_model(path, device, precision)
     cfg = ckpt.config
-    ds = dataset_for(cfg, dev, data_dir)
+    ds = dataset_for(cfg, dev, data_dir, from_checkpoint=True)
     if list(ds.classes) != list(ckpt.classes):
         raise ckpt_io.CheckpointError(f"{path}: its classes do not match the {cfg.dataset} data set")
-    if list(ds.input_shape) != list(ckpt.input_shape):
-        raise ckpt_io.CheckpointError(f"{path}: it takes {ckpt.input_shape} inputs, the data set "
-                                      f"gives {ds.input_shape}")
+    if list(ds.test.image_shape) != list(ckpt.input_shape):      # the split eval reads
+        raise ckpt_io.CheckpointError(f"{path}: it takes {ckpt.input_shape} inputs, the data set's "
+                                      f"test split gives {ds.test.image_shape}")
     norm = ckpt.normalization or ds.normalization()     # as trained, when the checkpoint says
     features, logits = infer(model, ds.test, norm["mean"], norm["std"], dev, prec)
     report = summarize(features, logits, ds.test.labels, ckpt.centers.to(dev), ckpt.classes)

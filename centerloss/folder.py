@@ -10,6 +10,7 @@ one stays on disk and each batch is decoded by the workers while the device trai
 from __future__ import annotations
 
 import os
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,13 @@ STATS_SAMPLE = 4096         # images the mean and std of a streamed set are meas
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
+def printable(name: str | Path) -> str:
+    """A file or folder name as valid UTF-8 text: bytes that are not UTF-8 (Python keeps them as
+    lone surrogates) become backslash escapes, so such a name can go into JSON metadata, a CSV
+    file or a message, and two different names never become one."""
+    return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*")
                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
@@ -48,7 +56,7 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
         if not images:
             raise DataError(f"{d}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this class "
                             f"folder; add some or remove it")
-        out[d.name] = images
+        out[printable(d.name)] = images
     return out
 
 
@@ -85,12 +93,39 @@ def scan(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]], list[tupl
     return classes, train_items, test_items
 
 
+def open_image(path: str | Path) -> Image.Image:
+    """Image.open, with Pillow's warning about an image past its pixel limit (a decompression
+    bomb, which it would go on to decode) raised instead: the callers turn it into one line
+    naming the file, and nothing reaches stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
+def to_mode(im: Image.Image, mode: str) -> Image.Image:
+    """im as 8-bit L or RGB. Pillow's own convert clips 16-bit and 32-bit grayscale to 0..255
+    (a 16-bit PNG turns black and white); these are scaled to 0..255 instead: by 1/257 for
+    16-bit integers, by 255 for floats in [0, 1], else from their own range."""
+    if im.mode.startswith("I") or im.mode == "F":
+        values = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I;16") or (im.mode == "I" and 255 < values.max() <= 65535
+                                          and values.min() >= 0):
+            values = values / 257.0
+        elif im.mode == "F" and values.min() >= 0 and values.max() <= 1:
+            values = values * 255.0
+        elif values.min() < 0 or values.max() > 255:
+            lo, hi = values.min(), values.max()
+            values = (values - lo) * (255.0 / (hi - lo)) if hi > lo else values * 0
+        im = Image.fromarray(np.rint(values).clip(0, 255).astype(np.uint8), "L")
+    return im.convert(mode)
+
+
 def decode(path: str | Path, size: int, channels: int) -> np.ndarray:
     """uint8 [size, size] (1 channel) or [size, size, 3]: shorter side resized to size, centre crop."""
     mode = "L" if channels == 1 else "RGB"
-    with Image.open(path) as im:
+    with open_image(path) as im:
         im.draft(mode, (size, size))   # JPEG: decode at the smallest scale still >= size
-        fitted = ImageOps.fit(im.convert(mode), (size, size), Image.Resampling.BILINEAR)
+        fitted = ImageOps.fit(to_mode(im, mode), (size, size), Image.Resampling.BILINEAR)
     return np.asarray(fitted, dtype=np.uint8)
 
 
@@ -98,7 +133,7 @@ def detect_channels(paths: list[Path]) -> int:
     """1 when every one of up to 256 images spread over the set is grayscale, else 3."""
     for p in paths[::max(1, len(paths) // 256)]:
         try:
-            with Image.open(p) as im:
+            with open_image(p) as im:
                 if im.mode not in GRAY_MODES:
                     return 3
         except Exception as e:  # Pillow raises many kinds for a file that is not an image
@@ -244,7 +279,8 @@ def load_folder(root: str | os.PathLike, device: torch.device | str = "cpu", ima
         raise DataError(f"{root}: no class has two images, so none can be held out for testing")
     size = image_size or DEFAULT_SIZE
     channels = channels or detect_channels([p for p, _ in train_items])
-    workers = default_workers() if workers < 0 else workers
+    # more processes than cores only add switching (and DataLoader's warning about it)
+    workers = default_workers() if workers < 0 else min(workers, len(os.sched_getaffinity(0)))
     budget = memory_mb * 2 ** 20 if memory_mb else memory_budget(device)
     need = (len(train_items) + len(test_items)) * size * size * channels
     splits = {}

@@ -115,12 +115,15 @@ class Guard:
         return {"lr_scale": self.lr_scale, "ema": float(self.ema)}
 
     def check(self, batch: int, sums: torch.Tensor, weights_too: bool = False,
-              promote: bool = True) -> bool:
+              promote: bool = True, probe: torch.Tensor | None = None) -> bool:
         """Read the flag (one host sync). True if the steps since the last check were good; then,
-        if promote, the last candidate becomes the state to return to and this one the next."""
+        if promote, the last candidate becomes the state to return to and this one the next.
+        weights_too also checks every weight, and probe (outputs of the model as it is now)."""
         flag = self.bad.float()
-        if weights_too:
+        if weights_too:   # the last step's update has no loss after it yet: look at its result
             finite = torch.stack([t.isfinite().all() for t in self._weights()]).all()
+            if probe is not None:     # outputs of the new weights: huge weights overflow there
+                finite = finite & probe.isfinite().all()
             flag = torch.maximum(flag, (~finite).float())
         distributed.any_(flag, self.ctx)      # every rank goes back together, or none does
         bad, worst, recent = torch.stack([flag, self.worst, self.ema]).tolist()

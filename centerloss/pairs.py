@@ -70,26 +70,46 @@ def _lfw_path(root: Path, name: str, number: str) -> Path:
     return root / name / f"{name}_{int(number):04d}.jpg"
 
 
+def _count(field: str) -> bool:
+    # ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses
+    return field.isascii() and field.isdigit()
+
+
+def _decode_lines(pairs_file: Path, raw: bytes) -> list[str]:
+    """The file's lines as UTF-8 text (a leading byte-order mark dropped, as editors on Windows
+    write one), or a DataError naming the first line that is not UTF-8."""
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        for no, line in enumerate(raw.splitlines(), 1):
+            try:
+                line.decode("utf-8-sig" if no == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{pairs_file}:{no}: not UTF-8 text (byte {line[e.start]:#04x} at "
+                                f"column {e.start + 1}); save the file as UTF-8") from None
+        raise
+
+
 def read_pairs(pairs_file: str | Path, images_dir: str | Path | None = None) -> PairList:
     """The pairs of a file in either format, or a DataError naming the line at fault."""
     pairs_file = Path(pairs_file)
     images = Path(images_dir) if images_dir else None
     try:
-        text = pairs_file.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{pairs_file}: cannot read the pairs file ({e})") from e
-    lines = [(i + 1, line.strip()) for i, line in enumerate(text.splitlines())]
+        raw = pairs_file.read_bytes()
+    except OSError as e:
+        raise DataError(f"{pairs_file}: cannot read the pairs file ({e.strerror or e})") from e
+    lines = [(i + 1, line.strip()) for i, line in enumerate(_decode_lines(pairs_file, raw))]
     lines = [(no, line) for no, line in lines if line and not line.startswith("#")]
     if not lines:
         raise DataError(f"{pairs_file}: no pairs in the file")
-    lfw = re.fullmatch(r"\d+(\s+\d+)?", lines[0][1]) is not None
+    lfw = re.fullmatch(r"\d+(\s+\d+)?", lines[0][1], re.ASCII) is not None
     a, b, same = [], [], []
     root = _lfw_root(pairs_file, images) if lfw else (images or pairs_file.parent)
     for k, (no, line) in enumerate(lines[1:] if lfw else lines):
         f = _fields(line)
-        if lfw and len(f) == 3 and f[1].isdigit() and f[2].isdigit():
+        if lfw and len(f) == 3 and _count(f[1]) and _count(f[2]):
             pair = (_lfw_path(root, f[0], f[1]), _lfw_path(root, f[0], f[2]), True)
-        elif lfw and len(f) == 4 and f[1].isdigit() and f[3].isdigit():
+        elif lfw and len(f) == 4 and _count(f[1]) and _count(f[3]):
             pair = (_lfw_path(root, f[0], f[1]), _lfw_path(root, f[2], f[3]), False)
         elif not lfw and k == 0 and len(f) == 3 and _header(f, root):
             continue

@@ -132,13 +132,20 @@ def epoch_figure(view: RunFrames, epoch: int) -> Figure:
     fig = Figure(figsize=EPOCH_SIZE, dpi=DPI)
     ax = fig.add_axes(EPOCH_AXES)
     draw_features(ax, frame, colors, view.limits, view.projection.is_pca)
+    if view.split == "train":   # the test split's figures would describe other points
+        headline = (f"train ce {number(frame.metrics, 'train_ce')}, center "
+                    f"{number(frame.metrics, 'train_center')} (epoch means)")
+        detail = (f"({len(frame.labels):,} points, the same each epoch, through the epoch's "
+                  f"final model)")
+    else:
+        headline = f"test accuracy {percent(frame.metrics, 'test_accuracy')}"
+        detail = (f"({len(frame.labels):,} points)  ·  nearest-center accuracy "
+                  f"{percent(frame.metrics, 'nearest_center_accuracy')}  ·  compactness "
+                  f"{number(frame.metrics, 'compactness')}")
     fig.text(0.03, 0.955, f"{dataset_title(view.dataset)}  ·  λ = {cfg.lam:g}  ·  "
-             f"epoch {epoch}/{cfg.epochs}  ·  test accuracy {percent(frame.metrics, 'test_accuracy')}",
-             fontsize=13, weight="bold", va="center")
-    fig.text(0.03, 0.905, f"{MODEL_TITLES.get(cfg.model, cfg.model)}, {view.split} split "
-             f"({len(frame.labels):,} points)  ·  nearest-center accuracy "
-             f"{percent(frame.metrics, 'nearest_center_accuracy')}  ·  compactness "
-             f"{number(frame.metrics, 'compactness')}", fontsize=10, va="center")
+             f"epoch {epoch}/{cfg.epochs}  ·  {headline}", fontsize=13, weight="bold", va="center")
+    fig.text(0.03, 0.905, f"{MODEL_TITLES.get(cfg.model, cfg.model)}, {view.split} split {detail}",
+             fontsize=10, va="center")
     fig.text(0.03, 0.87, view_note(view, frame), fontsize=9, color="dimgray", va="center")
     fig.legend(handles=legend_handles(view.classes, colors), loc="center left",
                bbox_to_anchor=(0.72, 0.46), frameon=False, fontsize=10, title="class",
@@ -218,7 +225,8 @@ def curves_figure(run: Path | str) -> Figure:
     fig = Figure(figsize=(10.0, 7.0), dpi=DPI)
     fig.text(0.07, 0.96, f"{dataset_title(dataset)}  ·  {MODEL_TITLES.get(cfg.model, cfg.model)}  ·  "
              f"λ = {cfg.lam:g}, α = {cfg.alpha:g}  ·  {cfg.feature_dim}-D features  ·  "
-             f"{len(history)} epochs", fontsize=13, weight="bold", va="center")
+             f"{len(history)} epoch{'' if len(history) == 1 else 's'}", fontsize=13, weight="bold",
+             va="center")
     for i, (title, series, log_y, as_percent) in enumerate(CURVES):
         ax = fig.add_axes((0.07 + 0.5 * (i % 2), 0.53 - 0.45 * (i // 2), 0.4, 0.34))
         for key, label in series:
@@ -226,13 +234,17 @@ def curves_figure(run: Path | str) -> Figure:
             if as_percent:
                 ys = [100 * y for y in ys]
             ax.plot(epochs, ys, marker="o", markersize=3.5, label=label)
-        if log_y and all(r.get(k, 0) > 0 for r in history for k, _ in series):
+        # one point has no range for a log axis to label: linear until there are two
+        if log_y and len(history) > 1 and all(r.get(k, 0) > 0 for r in history for k, _ in series):
             log_axis(ax, [r[k] for r in history for k, _ in series])
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("epoch")
         if as_percent:
             ax.set_ylabel("%")
         ax.xaxis.get_major_locator().set_params(integer=True)
+        if len(epochs) == 1:      # else matplotlib spreads ticks 0.96 .. 1.04 around the one epoch
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+            ax.set_xticks(epochs)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=9, frameon=False)
     return fig

@@ -34,8 +34,6 @@ class EpochProgress:
     epoch: int
     batch: int = 0                          # batches of the epoch already trained
     loss_sums: torch.Tensor | None = None   # [2] cross-entropy and center loss summed over them
-    kept_features: list[torch.Tensor] = field(default_factory=list)  # the train snapshot so far
-    kept_labels: list[torch.Tensor] = field(default_factory=list)
     guard_events: list[dict] = field(default_factory=list)          # the guard's returns so far
 
 
@@ -51,6 +49,7 @@ class ResumeState:
     rng_cpu: torch.Tensor
     rng_cuda: torch.Tensor | None = None
     guard: dict = field(default_factory=dict)   # Guard.state(): its learning-rate factor and level
+    data_fingerprint: str = ""              # of the data set trained on (preflight.fingerprint)
 
 
 def state_path(out: Path | str) -> Path:
@@ -59,10 +58,11 @@ def state_path(out: Path | str) -> Path:
 
 def capture(cfg: Config, progress: EpochProgress, history: list[dict], input_shape: list[int],
             model: torch.nn.Module, centers: torch.Tensor, optimizer: torch.optim.Optimizer,
-            device: torch.device, guard: dict | None = None) -> ResumeState:
+            device: torch.device, guard: dict | None = None, data_fingerprint: str = "") -> ResumeState:
     rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     return ResumeState(cfg, progress, list(history), list(input_shape), model.state_dict(), centers,
-                       optimizer.state_dict(), torch.get_rng_state(), rng_cuda, dict(guard or {}))
+                       optimizer.state_dict(), torch.get_rng_state(), rng_cuda, dict(guard or {}),
+                       data_fingerprint)
 
 
 def save_state(out: Path | str, state: ResumeState) -> Path:
@@ -75,9 +75,6 @@ def save_state(out: Path | str, state: ResumeState) -> Path:
         tensors["rng.cuda"] = state.rng_cuda
     if p.loss_sums is not None:
         tensors["loss_sums"] = p.loss_sums.float()
-    if p.kept_features:
-        tensors["kept_features"] = torch.cat(p.kept_features)
-        tensors["kept_labels"] = torch.cat(p.kept_labels)
     # Tensors of the optimizer state go in as tensors, its numbers and flags as JSON.
     scalars: dict[str, dict] = {}
     for index, entries in state.optimizer_state["state"].items():
@@ -89,7 +86,7 @@ def save_state(out: Path | str, state: ResumeState) -> Path:
     metadata = {
         "format": FORMAT, "config": state.config.to_json(), "epoch": str(p.epoch),
         "batch": str(p.batch), "history": json.dumps(state.history),
-        "input_shape": json.dumps(state.input_shape),
+        "input_shape": json.dumps(state.input_shape), "data_fingerprint": state.data_fingerprint,
         "optimizer": json.dumps({"param_groups": state.optimizer_state["param_groups"],
                                  "scalars": scalars}),
         "guard": json.dumps({**state.guard, "events": p.guard_events}),
@@ -148,8 +145,9 @@ def resume_config(saved: Config, given: dict[str, object], epoch: int, batch: in
                              f"a new run elsewhere with --out")
     begun = epoch if batch > 0 else epoch - 1
     if cfg.epochs < begun:
-        raise ValueError(f"--epochs {cfg.epochs} is fewer than the {begun} epochs the run has "
-                         f"begun; pass --epochs {begun} or more")
+        raise ValueError(f"--epochs {cfg.epochs} is fewer than the {begun} "
+                         f"epoch{'' if begun == 1 else 's'} the run has begun; pass --epochs "
+                         f"{begun} or more")
     cfg.validate()
     return cfg
 
@@ -185,16 +183,10 @@ def load_state(out: Path | str, cfg: Config) -> ResumeState:
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     ckpt_io.check_weights(saved, centers.shape[0], input_shape, model_state, path)
     progress = EpochProgress(epoch, batch, tensors.get("loss_sums"), guard_events=events)
-    sums, feats, labels = progress.loss_sums, tensors.get("kept_features"), tensors.get("kept_labels")
+    sums = progress.loss_sums
     if (batch > 0) != (sums is not None) or (sums is not None and sums.shape != (2,)):
         raise CheckpointError(f"{path}: 'loss_sums' must be 2 numbers exactly when an epoch is "
                               f"under way")
-    if (feats is None) != (labels is None) or (feats is not None and not (
-            feats.ndim == 2 and feats.shape[1] == saved.feature_dim and labels.ndim == 1
-            and labels.shape[0] == feats.shape[0])):
-        raise CheckpointError(f"{path}: 'kept_features' and 'kept_labels' do not match")
-    if feats is not None:
-        progress.kept_features, progress.kept_labels = [feats], [labels]
     if "rng.cpu" not in tensors:
         raise CheckpointError(f"{path}: no RNG state")
     state: dict[int, dict] = {}
@@ -209,7 +201,7 @@ def load_state(out: Path | str, cfg: Config) -> ResumeState:
         raise CheckpointError(f"{path}: bad optimizer state ({e})") from e
     return ResumeState(cfg, progress, history, input_shape, model_state, centers,
                        {"state": state, "param_groups": groups}, tensors["rng.cpu"],
-                       tensors.get("rng.cuda"), guard)
+                       tensors.get("rng.cuda"), guard, metadata.get("data_fingerprint", ""))
 
 
 def restore(state: ResumeState, model: torch.nn.Module, centers: torch.Tensor,
@@ -228,5 +220,3 @@ def restore(state: ResumeState, model: torch.nn.Module, centers: torch.Tensor,
     p = state.progress
     if p.loss_sums is not None:
         p.loss_sums = p.loss_sums.to(device)
-    p.kept_features = [t.to(device) for t in p.kept_features]
-    p.kept_labels = [t.to(device) for t in p.kept_labels]

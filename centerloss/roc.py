@@ -18,10 +18,13 @@ Curve = tuple[torch.Tensor, torch.Tensor]     # (false accept rates, true accept
 
 def roc_figure(curves: Mapping[str, Curve], title: str = "") -> Figure:
     """One line per labelled curve, its AUC in the legend. The log axis starts at the smallest
-    non-zero false accept rate among the curves: below it the data say nothing."""
-    fig = Figure(figsize=(6.0, 5.0), dpi=100)
+    non-zero false accept rate among the curves: below it the data say nothing. The legend sits
+    under the axes: inside, wherever it went, it would hide some curve at some FAR."""
+    below = 0.3 + 0.22 * len(curves)           # inches for the legend under the x label
+    height = 5.2 + below
+    fig = Figure(figsize=(6.0, height), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.12, 0.11, 0.83, 0.8))
+    ax = fig.add_axes((0.12, (0.55 + below) / height, 0.83, 4.0 / height))
     smallest = 1.0
     for label, (fpr, tpr) in curves.items():
         fpr, tpr = fpr.double().cpu(), tpr.double().cpu()
@@ -34,11 +37,13 @@ def roc_figure(curves: Mapping[str, Curve], title: str = "") -> Figure:
     for far in FARS:
         if far >= smallest:
             ax.axvline(far, color="grey", linestyle=":", linewidth=1)
+            ax.text(far, 1.01, f"FAR {far:g}", color="dimgray", fontsize=8, ha="center",
+                    va="bottom", transform=ax.get_xaxis_transform(), clip_on=False)
     ax.set_xlabel("false accept rate")
     ax.set_ylabel("true accept rate")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title(title or "verification ROC")
+    fig.legend(loc="lower center", bbox_to_anchor=(0.5, 0.1 / height), frameon=False, fontsize=9)
+    ax.set_title(title or "verification ROC", pad=16)
     return fig
 
 
@@ -77,6 +82,7 @@ def snapshot_curves(runs: list[Path], epoch: int | None = None, metric: str = "c
             raise PlotError(f"{snapshot_path(run, chosen)}: no test_features/test_labels in this snapshot")
         lam = json.loads(meta.get("config", "{}")).get("lam")
         ver = verify_features(tensors["test_features"], tensors["test_labels"], pairs, seed, metric)
-        label = f"{Path(run).name or run}: lambda {lam:g}, epoch {chosen}" if lam is not None else str(run)
+        # λ as every other cl figure writes it (cl plot --compare, the feature plots)
+        label = f"{Path(run).name or run}: λ = {lam:g}, epoch {chosen}" if lam is not None else str(run)
         curves[label] = (ver.fpr, ver.tpr)
     return curves

@@ -5,9 +5,16 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from . import checkpoint as ckpt_io
+
+try:
+    import fcntl
+except ImportError:         # Windows: no flock; runs there go unlocked
+    fcntl = None
 from .errors import TrainError
 
 MODEL = "model.safetensors"
@@ -85,3 +92,60 @@ def clear_run(out: Path) -> None:
         for path in _ours(out / sub, EPOCH_FILE):
             path.unlink()
     remove_temp_files(out)
+
+
+LOCK = ".lock"
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold an OS lock on RUN/.lock for the whole run, so that a second `cl train` on the same
+    folder is refused at once instead of mixing its files with this run's. flock is released by
+    the kernel when the process ends, however it ends, so a killed run never strands the folder.
+
+    A folder this creates is removed again if the run leaves nothing in it (bad data, say)."""
+    out = Path(out)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = _locked(out / LOCK)
+    except OSError as e:
+        raise TrainError(f"cannot write the run folder {out} ({e.strerror or e}); "
+                         f"choose a writable --out") from e
+    try:
+        yield
+    finally:
+        # Unlink before unlocking: a run that opened the old file then finds it gone and retries.
+        (out / LOCK).unlink(missing_ok=True)
+        os.close(fd)
+        if created:
+            try:
+                out.rmdir()       # only if empty: nothing of a failed start stays behind
+            except OSError:
+                pass
+
+
+def _locked(path: Path) -> int:
+    """An open descriptor holding an exclusive lock on path, or TrainError if another run has it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise TrainError(f"{path.parent} is in use by another cl train (it holds {path}); "
+                             f"wait for that run to end, or train elsewhere with --out") from None
+        except OSError:
+            os.close(fd)
+            raise
+        try:   # the holder before us may have unlinked the file between our open and our lock
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)

@@ -4,6 +4,7 @@ It reports through callbacks and knows no terminal; cli/ renders. Losses are sum
 device and read only when a callback asks, so the loop itself never waits for the device."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import accel
+from . import accel, preflight
 from . import checkpoint as ckpt_io
 from . import data as data_mod
 from . import distributed
@@ -84,7 +85,11 @@ def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None =
     except distributed.DistributedError as e:
         raise TrainError(str(e)) from e
     try:
-        return _train(cfg, Path(out), callbacks or Callbacks(), dataset, overwrite, resume, ctx)
+        check_out_dir(Path(out), overwrite, resume)
+        preflight.check_out(cfg, Path(out))
+        # One run at a time per folder, for the whole run, data load included (rank 0 writes).
+        with runfolder.run_lock(Path(out)) if ctx.is_main else contextlib.nullcontext():
+            return _train(cfg, Path(out), callbacks or Callbacks(), dataset, overwrite, resume, ctx)
     finally:
         distributed.leave(ctx)
 
@@ -93,7 +98,6 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
            resume: bool, ctx: distributed.Context) -> list[dict]:
     device = ctx.device or resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    check_out_dir(out, overwrite, resume)
     state = resume_mod.load_state(out, cfg) if resume else None
     history = state.history if state else []
     if len(history) >= cfg.epochs:
@@ -102,6 +106,12 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
         cb = Callbacks()
     with distributed.main_first(ctx):    # rank 0 alone downloads or unpacks
         ds = dataset or dataset_for(cfg, device)
+    preflight.check_data(cfg, ds, ctx.world)     # before --overwrite below erases anything
+    data_id = preflight.fingerprint(ds)
+    if state and state.data_fingerprint and state.data_fingerprint != data_id:
+        raise TrainError(f"--resume: the {cfg.dataset} data found now differs from the data {out} "
+                         f"was trained on; resume with the run's own --data-dir "
+                         f"({cfg.data_dir or 'the default'}), or train a new run elsewhere")
     torch.manual_seed(cfg.seed)
     num_classes = len(ds.classes)
     c, h, w = ds.input_shape
@@ -132,7 +142,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
         if ctx.is_main:
             path = resume_mod.save_state(out, resume_mod.capture(
                 cfg, progress, history, list(ds.input_shape), model, center_loss.centers,
-                optimizer, device, guard.state()))
+                optimizer, device, guard.state(), data_id))
         return path
 
     progress = state.progress if state else EpochProgress(1)
@@ -225,8 +235,6 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
     progress = progress or EpochProgress(epoch)
     window = LossWindow(device)
     totals = LossWindow(device, progress.loss_sums, progress.batch)
-    keep = math.ceil(cfg.snapshot_train / cfg.batch_size) if cfg.snapshot_train else 0
-    kept_feats, kept_labels = progress.kept_features, progress.kept_labels
     cb.on_epoch_start(epoch, batches)
     start = time.perf_counter()
     seen = 0
@@ -243,15 +251,12 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
             # batch makes that average the gradient of the whole batch's mean even when shards
             # differ by one
             scale = y.shape[0] * ctx.world / m if ctx.world > 1 else 1.0
-            features, ce, center = train_step(forward, center_loss, optimizer, x, y, cfg.lam,
-                                              schedule(step + i) * guard.lr_scale, device, precision,
-                                              scale, cfg.grad_clip)
+            _, ce, center = train_step(forward, center_loss, optimizer, x, y, cfg.lam,
+                                    schedule(step + i) * guard.lr_scale, device, precision,
+                                    scale, cfg.grad_clip)
             guard.observe(ce + cfg.lam * center)
             window.add(ce, center)
             totals.add(ce, center)
-            if i < keep:
-                kept_feats.append(features.detach().float())
-                kept_labels.append(y)
             seen += m
             progress.batch = i + 1
             cb.on_batch(epoch, i + 1, batches, seen, window)
@@ -265,15 +270,10 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
                 event = guard.recover(epoch, i + 1, totals.sums)
                 break
         if event is None:     # the end of the epoch, where the loop waits for the device anyway
-            if guard.check(batches, totals.sums, weights_too=True):
+            if guard.check(batches, totals.sums, weights_too=True, probe=probe(model, x)):
                 break
             event = guard.recover(epoch, batches, totals.sums)
         first = progress.batch = totals.batches = event.back_to
-        rows = sum(s.stop - s.start for s in data_mod.batch_slices(
-            n, cfg.batch_size, 0, ctx.rank, ctx.world)[:min(first, keep)])
-        if kept_feats:
-            kept_feats[:] = [torch.cat(kept_feats)[:rows]]
-            kept_labels[:] = [torch.cat(kept_labels)[:rows]]
         progress.guard_events.append(event.as_record())
         cb.on_guard(event)
         if stop is not None and stop.requested:
@@ -288,10 +288,17 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
               "lr": schedule(step + batches - 1) * guard.lr_scale}
     if progress.guard_events:
         record["guard"] = list(progress.guard_events)
-    if kept_feats:
-        record["_train_snapshot"] = (torch.cat(kept_feats)[:cfg.snapshot_train],
-                                     torch.cat(kept_labels)[:cfg.snapshot_train])
     return record
+
+
+@torch.no_grad()
+def probe(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The logits the model in its present state gives the batch x, in eval mode: the guard's view
+    of the epoch's last update, which no training loss has seen yet."""
+    model.eval()
+    _, logits = model(x.contiguous(memory_format=torch.channels_last))
+    model.train()
+    return logits
 
 
 def evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out) -> dict:
@@ -300,15 +307,20 @@ def evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out) -
     labels = ds.test.labels
     centers = center_loss.centers
     comp = compactness(features, centers, labels)
-    return {
+    record = {
         "test_ce": F.cross_entropy(logits, labels).item(),
         "test_center": 0.5 * (features - centers[labels]).pow(2).sum(1).mean().item(),
         "test_accuracy": (logits.argmax(1) == labels).float().mean().item(),
         "nearest_center_accuracy": nearest_center_accuracy(features, centers, labels),
         "intra_distance": comp["intra"], "inter_distance": comp["inter"], "compactness": comp["ratio"],
-        "eval_seconds": time.perf_counter() - start,
         "_test_snapshot": (features, labels),
     }
+    if cfg.snapshot_train:   # the same train images every epoch, through the epoch's final model
+        sample = preflight.sample_split(ds.train, cfg.snapshot_train)
+        train_features, _ = infer(model, sample, ds.mean, ds.std, device, precision)
+        record["_train_snapshot"] = (train_features, sample.labels)
+    record["eval_seconds"] = time.perf_counter() - start
+    return record
 
 
 def save_epoch(out: Path, model, center_loss, ds, cfg, epoch: int, record: dict) -> None:

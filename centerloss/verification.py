@@ -108,6 +108,11 @@ def kfold_accuracy(scores: torch.Tensor, same: torch.Tensor, folds: int = 10
     scores, same = scores.double().cpu(), same.bool().cpu()
     if folds < 2:
         raise ValueError(f"k-fold accuracy needs at least 2 folds, got {folds}")
+    fewest = min(int(same.sum()), int((~same).sum()))
+    if folds > fewest:   # a fold without both kinds has no threshold worth the name (-inf)
+        raise ValueError(f"--folds {folds} is more than the {fewest} pairs of the scarcer kind "
+                         f"(matching or not); every fold needs both: use --folds {max(2, fewest)} "
+                         f"or fewer, or more pairs")
     ids = fold_ids(same, folds)
     accuracies, thresholds = [], []
     for f in range(folds):

@@ -25,7 +25,9 @@ USER_ERRORS = (DataError, TrainError, CheckpointError, ValueError, OSError)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"error: {message}", markup=False)
+    # a path that is not UTF-8 must not turn the message itself into an encoding error
+    text = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    err_console.print(f"error: {text}", markup=False)
     raise typer.Exit(code)
 
 
@@ -38,6 +40,11 @@ class OneLineErrors(TyperGroup):
         args = sys.argv[1:] if args is None else list(args)
         if not standalone_mode or not args:      # a bare `cl` shows the help, as Typer does
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        if "" in args:    # Path("") is ".": `--out ""` would write into the current folder
+            i = args.index("")
+            after = f" after {args[i - 1]}" if i and args[i - 1].startswith("-") else ""
+            err_console.print(f"error: cl: an empty argument{after}; give a value", markup=False)
+            sys.exit(2)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except ClickException as e:

@@ -1,16 +1,30 @@
 """`cl plot` and `cl embed`."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from centerloss import limits
 from centerloss.errors import EmbedError, PlotError
 
 from .app import USER_ERRORS, app, console, fail
 
 ERRORS = (*USER_ERRORS, PlotError, EmbedError)
+
+
+def check_numbers(*given: tuple[str, float | None], split: str | None = None) -> None:
+    """Usage errors (exit 2) for a number outside its range (limits.RANGES) or an unknown split."""
+    if split is not None and split not in ("train", "test"):
+        fail(f"--split must be train or test, got {split!r}", 2)
+    try:
+        for flag, value in given:
+            if value is not None:
+                limits.check(flag, value)
+    except ValueError as e:
+        fail(str(e), 2)
 
 
 @app.command()
@@ -52,6 +66,7 @@ def plot(
         fail(f"--epoch does not apply to {modes[0]}, which draws every epoch", 2)
     if compare and not runs:
         fail("--compare needs the run folders as arguments: cl plot --compare RUN_A RUN_B", 2)
+    check_numbers(("--fps", fps), ("--epoch", epoch), split=split)
     try:
         if out is not None and not gif:
             plots.check_format(out)     # before any work, so a bad name fails at once
@@ -112,8 +127,10 @@ def embed(
     run: Path = typer.Option(Path("params"), help="Run folder whose model to use."),
     checkpoint: Optional[Path] = typer.Option(None, help="A checkpoint file; overrides --run and --epoch."),
     epoch: Optional[int] = typer.Option(None, help="Epoch of the run [default: the latest]."),
-    invert: bool = typer.Option(False, help="Invert images first: dark drawings on a light background "
-                                "become light on dark, like MNIST."),
+    invert: bool = typer.Option(False, help="Invert every image first: dark drawings on a light "
+                                "background become light on dark, like MNIST."),
+    auto_invert: bool = typer.Option(False, "--auto-invert", help="Invert only the images whose "
+                                     "border is light (a drawing on paper); keep the others."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder with the raw idx files [default: as trained]."),
     device: str = typer.Option("auto", help="auto, cuda, mps or cpu."),
     precision: str = typer.Option("fp32", help="fp32 (matches a plain forward pass), bf16 or auto."),
@@ -129,15 +146,17 @@ def embed(
         fail("--images needs at least one image file or folder: cl embed --images PATH ... -o FILE", 2)
     if use_images and split is not None:
         fail("--split and --images exclude each other: embed a split or image files", 2)
-    if invert and not use_images:
-        fail("--invert applies to --images only", 2)
-    if batch_size is not None and batch_size < 1:
-        fail(f"--batch-size must be at least 1, got {batch_size}", 2)
+    if (invert or auto_invert) and not use_images:
+        fail(f"--{'auto-' if auto_invert else ''}invert applies to --images only", 2)
+    if invert and auto_invert:
+        fail("--invert inverts every image and --auto-invert chooses per image; pass one", 2)
+    check_numbers(("--batch-size", batch_size), ("--epoch", epoch), split=split)
     try:
         embed_mod.check_output(out, overwrite)
         path = ckpt_io.resolve(run, checkpoint, epoch)
         if use_images:
-            emb = embed_mod.embed_images(path, images, device, precision, batch_size, invert)
+            emb = embed_mod.embed_images(path, images, device, precision, batch_size,
+                                         "auto" if auto_invert else invert)
         else:
             emb = embed_mod.embed_split(path, split or "test", str(data_dir) if data_dir else None,
                                         device, precision, batch_size)
@@ -145,5 +164,8 @@ def embed(
     except ERRORS as e:
         fail(str(e))
     n, d = emb.features.shape
-    what = f"{n:,} images" if use_images else f"the {emb.info['split']} split ({n:,} images)"
-    console.print(f"wrote {out}: {d}-D features of {what}, {path} epoch {emb.info['epoch']}")
+    images_n = f"{n:,} image{'' if n == 1 else 's'}"
+    what = images_n if use_images else f"the {emb.info['split']} split ({images_n})"
+    flipped = sum(json.loads(emb.info.get("inverted", "[]")))
+    note = f"; inverted {flipped} of {images_n} (light border)" if auto_invert else ""
+    console.print(f"wrote {out}: {d}-D features of {what}, {path} epoch {emb.info['epoch']}{note}")

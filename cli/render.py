@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from centerloss import cpu
+from centerloss.limits import tidy_json
 from centerloss.train import Callbacks, LossWindow
 
 REFRESH_S = 0.25   # how often the bar reads the losses back from the device
@@ -88,10 +89,21 @@ class TrainReporter(Callbacks):
             self.progress.stop()
             self.progress = None
         if self.as_json:
-            print(json.dumps(record, sort_keys=True), flush=True)
+            print(json.dumps(tidy_json(record), sort_keys=True), flush=True)
         elif not self.quiet:
             self.console.print(epoch_line(record, self.epochs), highlight=False)
         sys.stdout.flush()
+
+    def on_guard(self, event) -> None:
+        """One line, even under --quiet or --json (on stderr then): the run changed course."""
+        what = ("the loss became non-finite" if event.reason == "non-finite" else
+                f"the loss jumped to {event.loss:.4g} from a recent {event.recent:.4g}")
+        line = (f"guard: epoch {event.epoch}, by batch {event.batch}: {what}; back to batch "
+                f"{event.back_to}, learning rate x{event.lr_scale:g} from now on")
+        if self.quiet or self.as_json:
+            Console(stderr=True, highlight=False, soft_wrap=True).print(line, markup=False)
+        else:
+            self.console.print(line, markup=False)
 
     def close(self) -> None:
         if self.progress is not None:

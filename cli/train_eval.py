@@ -12,8 +12,11 @@ from rich import box
 from rich.table import Table
 
 from centerloss.config import Config
+from centerloss import limits
+from centerloss.limits import tidy_json
 
 from .app import USER_ERRORS, app, console, err_console, fail
+from .streams import StdoutGone
 
 MAX_CONFUSION_CLASSES = 30   # a wider confusion table does not fit a terminal
 
@@ -69,7 +72,7 @@ def train(
     from centerloss.errors import Interrupted
     from centerloss.train import train as run_training
 
-    from .render import TrainReporter, epoch_line   # here: they import torch, which --help must not wait for
+    from .render import TrainReporter, epoch_line, plural   # here: render imports torch, --help must not
     data_dir = data_dir.resolve() if data_dir else None   # saved in the checkpoint: keep it valid elsewhere
     values = dict(lam=lam, alpha=alpha, epochs=epochs, batch_size=batch_size, lr=lr,
                   grad_clip=grad_clip, model=model,
@@ -79,6 +82,8 @@ def train(
                   compile=compile_model)
     if resume and overwrite:
         fail("--resume continues the run in --out and --overwrite replaces it; pass only one", 2)
+    if dataset == "folder" and data_dir is None and not resume:
+        fail("--dataset folder needs --data-dir: a folder with one subfolder of images per class", 2)
     try:
         if resume:
             saved, epoch, batch = resume_mod.peek(out)
@@ -94,7 +99,8 @@ def train(
     if resume:
         if epoch > cfg.epochs:
             (err_console if as_json else console).print(   # --json keeps stdout for JSON only
-                f"{out} already has all {cfg.epochs} epochs; pass --epochs N to train longer")
+                f"{out} has finished its {plural(cfg.epochs, 'epoch', 'epochs')}; pass --epochs N "
+                f"to train longer")
             return
         if not (quiet or as_json):
             console.print(f"resuming {out} at epoch {epoch}" + (f", batch {batch + 1}" if batch else ""))
@@ -111,9 +117,15 @@ def train(
         err_console.print(f"{e}; resume with: cl train --resume --out {shlex.quote(str(out))}",
                           markup=False)
         raise typer.Exit(128 + e.signum)
-    except KeyboardInterrupt:      # a second Ctrl-C: the user would not wait for the state
+    except KeyboardInterrupt:      # a second Ctrl-C, or one before training began
         reporter.close()
-        fail(f"interrupted; the epochs completed so far are saved in {out}", 130)
+        fail(f"interrupted; {saved_so_far(out)}", 130)
+    except StdoutGone as e:        # `cl train --json | head -1`: the files are the run, not stdout
+        reporter.close()
+        fail(f"{e}; training stopped, and {saved_so_far(out)}")
+    except OSError as e:           # a full disk, say: what is saved, and how to go on
+        reporter.close()
+        fail(f"{e}; {saved_so_far(out)}" if main else f"rank {os.environ.get('RANK')}: {e}")
     except USER_ERRORS as e:
         reporter.close()
         fail(str(e) if main else f"rank {os.environ.get('RANK')}: {e}")
@@ -125,6 +137,18 @@ def train(
     elif not as_json:
         console.print(f"saved {out / 'model.safetensors'} (epoch {last['epoch']}); "
                       f"next: cl eval --run {out}")
+
+
+def saved_so_far(out: Path) -> str:
+    """What a stopped run left in its folder, and how to go on: for the last line it prints."""
+    from centerloss import checkpoint as ckpt_io
+
+    from .render import plural
+    done = len(ckpt_io.read_history(out)) if (out / "history.jsonl").is_file() else 0
+    if not (out / "resume.safetensors").is_file():
+        return f"nothing was written to {out}"
+    return (f"{out} holds {plural(done, 'finished epoch', 'finished epochs')}; resume with: "
+            f"cl train --resume --out {shlex.quote(str(out))}")
 
 
 @app.command("eval")
@@ -150,7 +174,7 @@ def evaluate(
     from centerloss.evaluate import evaluate_checkpoint
     from centerloss.verification import METRICS
 
-    from .render import print_verification
+    from .render import plural, print_verification
     if metric not in METRICS:
         fail(f"--metric must be one of: {', '.join(METRICS)}; got {metric!r}", 2)
     if pairs is not None and verify:
@@ -158,8 +182,12 @@ def evaluate(
              "pass one of them", 2)
     if images_dir is not None and pairs is None:
         fail("--images-dir is where the paths of --pairs start; pass --pairs too", 2)
-    if num_pairs < 2 or folds < 2:
-        fail(f"--num-pairs and --folds must be at least 2, got {num_pairs} and {folds}", 2)
+    try:
+        checks = [("--num-pairs", num_pairs), ("--folds", folds), ("--pair-seed", pair_seed)]
+        for flag, value in checks + ([("--epoch", epoch)] if epoch is not None else []):
+            limits.check(flag, value)
+    except ValueError as e:
+        fail(str(e), 2)
     try:
         path = ckpt_io.resolve(run, checkpoint, epoch)
         if pairs is not None:
@@ -172,11 +200,11 @@ def evaluate(
     except USER_ERRORS as e:
         fail(str(e))
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(tidy_json(report), indent=2))
         return
     if pairs is not None:
-        console.print(f"{path}: {report['model']}, epoch {report['epoch']}, on {report['images']} "
-                      f"images of {pairs}")
+        console.print(f"{path}: {report['model']}, epoch {report['epoch']}, on "
+                      f"{plural(report['images'], 'image', 'images')} of {pairs}")
         print_verification(console, report["verification"], f"{metric} scores of the pairs in {pairs.name}")
         return
     console.print(f"{path}: {report['model']} on {report['dataset']} test split, "

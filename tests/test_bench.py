@@ -62,3 +62,30 @@ def test_busy_bench_prints_quiet_and_busy_side_by_side(tmp_path, capsys):
     row = re.search(r"^cl +([\d,]+) +([\d,]+) +([\d.]+)x", out, re.M)
     assert row and float(row[1].replace(",", "")) == round(quiet)
     assert abs(float(row[3]) - busy_rate / quiet) < 0.01 + 2 / quiet * busy_rate / quiet
+
+
+def test_sweep_prints_a_row_per_cell_and_names_a_diverged_one(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("sweep_script", BENCH.parent / "sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    data = make_dataset(tmp_path, n_train=120, n_test=40)
+    base = ["--data-dir", str(data), "--subset", "60", "--epochs", "1", "--set", "model=seed",
+            "--set", "device=cpu", "--set", "precision=fp32"]
+    row = re.compile(r"^(\S.*?)\s+([\d.]+) +(?:([\d.]+)% +([\d.]+)% +([\d.]+) +(\d+)|- +- +- +-) +"
+                     r"(ok|diverged) +([\d.]+)$", re.M)
+    sweep.main(base + ["--vary", "batch_size=20,60"])
+    out = capsys.readouterr().out
+    assert re.search(r"^sweep: 3 cells, 1 epochs each, subset of 60 training split; .*threads", out, re.M)
+    rows = row.findall(out)
+    assert [r[0] for r in rows] == ["model=seed, device=cpu, precision=fp32",
+                                    "model=seed, device=cpu, precision=fp32, batch_size=20",
+                                    "model=seed, device=cpu, precision=fp32, batch_size=60"]
+    assert [r[6] for r in rows] == ["ok", "ok", "ok"]
+    for r in rows:
+        assert 0 <= float(r[2]) <= 100 and 0 <= float(r[3]) <= 100 and int(r[5]) == 0
+    # the learning rate each cell used: the batch-size rule
+    assert [float(r[1]) for r in rows] == pytest.approx(
+        [0.05, 0.05 * (20 / 128) ** 0.5, 0.05 * (60 / 128) ** 0.5], abs=1e-4)
+    sweep.main(base + ["--set", "lr=1000", "--set", "grad_clip=0", "--set", "batch_size=20"])
+    rows = row.findall(capsys.readouterr().out)
+    assert len(rows) == 1 and rows[0][6] == "diverged"

@@ -56,5 +56,8 @@ def test_missing_epoch_lists_the_epochs_present(tmp_path):
 
 
 def test_a_run_without_a_model_says_how_to_make_one(tmp_path):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ckpt_io.CheckpointError, match="no trained model.*cl train --out"):
         ckpt_io.resolve(tmp_path / "empty")
+    with pytest.raises(ckpt_io.CheckpointError, match="nowhere: no such run folder; pass --run"):
+        ckpt_io.resolve(tmp_path / "nowhere")

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from centerloss import checkpoint as ckpt_io
@@ -25,7 +26,11 @@ def test_train_then_eval_json(easy_data, tmp_path):
     assert sum(map(sum, report["confusion"])) == report["samples"] == 200
     correct = sum(report["confusion"][i][i] for i in range(10))
     assert abs(correct / 200 - report["accuracy"]) < 1e-6
-    assert report["compactness"] == report["intra_distance"] / report["inter_distance"]
+    # JSON floats carry 6 significant digits (no float32 noise)
+    assert report["compactness"] == pytest.approx(report["intra_distance"] / report["inter_distance"],
+                                                  rel=1e-5)
+    assert all(float(f"{v:.6g}") == v
+               for v in (report["accuracy"], report["compactness"], report["intra_distance"]))
 
 
 def test_train_json_lines_are_one_object_per_epoch(easy_data, tmp_path):

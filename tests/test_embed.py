@@ -163,7 +163,7 @@ def test_cli_keeps_an_existing_file_unless_told(checkpoint, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["-o", "x.json"], "name it *.safetensors, *.npy or *.csv"),
     (["-o", "x.csv", "--epoch", "9"], "has no epoch 9; epochs present: 1, 2"),
-    (["-o", "x.csv", "--split", "val"], "unknown split 'val'"),
+    (["-o", "x.csv", "--split", "val"], "--split must be train or test, got 'val'"),
     (["-o", "x.csv", "--images"], "--images needs at least one"),
     (["-o", "x.csv", "--images", "--split", "test", "a.png"], "exclude each other"),
     (["-o", "x.csv", "a.png"], "need --images"),

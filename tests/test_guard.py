@@ -37,6 +37,7 @@ class PoisonOnce(Callbacks):
 
     def on_guard(self, event) -> None:
         self.events.append(event)
+        self.then.on_guard(event)
 
 
 @pytest.fixture
@@ -138,3 +139,15 @@ def test_lr_follows_the_batch_size_and_warmup_the_run_length():
     s = Schedule.for_run(Config(epochs=2, batch_size=4096), 15)
     assert s.warmup == 6 and s(5) == pytest.approx(s.lr) and s(29) < 0.01 * s.lr
     assert CHECK_EVERY > 1       # the guard reads the device back only every few steps
+
+
+def test_the_cli_says_so_in_one_line(data, tmp_path, poisoned):
+    import io
+    from rich.console import Console
+    from cli.render import TrainReporter
+    buffer = io.StringIO()
+    train(tiny_config(data), tmp_path / "run",
+          poisoned((2, 1), 1e4, TrainReporter(Console(file=buffer, width=200))))
+    text = buffer.getvalue()
+    assert ("guard: epoch 2, by batch 3: the loss jumped to " in text
+            and "; back to batch 0, learning rate x0.5 from now on" in text)

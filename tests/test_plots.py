@@ -178,7 +178,9 @@ def test_the_extension_picks_the_format(runs, tmp_path, name, magic):
 def test_train_split_frames_hold_the_kept_sample(runs):
     view = snapshots.load_run(runs["flat"], split="train")
     assert len(view.frame(1).labels) == 150
-    assert "train split (150 points)" in plots.epoch_figure(view, 1).texts[1].get_text()
+    texts = [t.get_text() for t in plots.epoch_figure(view, 1).texts]
+    assert "train split (150 points, the same each epoch" in texts[1]
+    assert "train ce" in texts[0] and "test" not in texts[0] + texts[1]   # no test figures
 
 
 def test_missing_epoch_names_the_epochs_present(runs):
@@ -215,7 +217,7 @@ def test_cli_compare_writes_into_the_first_run(run_copy, runs, tmp_path):
     (["--gif", "--curves"], "--gif and --curves exclude each other"),
     (["--epoch", "1", "-o", "x.docx"], "cannot write a figure as 'docx'"),
     (["--gif", "--epoch", "1"], "--epoch does not apply to --gif"),
-    (["--split", "val"], "unknown split 'val'"),
+    (["--split", "val"], "--split must be train or test, got 'val'"),
     (["somewhere"], "run folders as arguments are for --compare"),
     (["--compare"], "--compare needs the run folders"),
 ])

@@ -172,7 +172,7 @@ def test_bad_data_with_overwrite_keeps_the_old_run(data, tmp_path):
     shutil.copytree(data, broken)
     images = broken / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:100])
-    with pytest.raises(DataError, match="cannot be read"):
+    with pytest.raises(DataError, match="truncated or damaged"):
         train(tiny_config(broken, epochs=1), out, overwrite=True)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
@@ -238,7 +238,7 @@ def test_cli_resume_continues_an_interrupted_run(data, reference, tmp_path):
     assert_same_run(reference, out)
     result = CliRunner().invoke(app, ["train", "--resume", "--out", str(out)], prog_name="cl")
     assert result.exit_code == 0
-    assert "already has all 3 epochs" in result.stdout
+    assert "has finished its 3 epochs" in result.stdout
 
 
 def test_remove_temp_files_only_touches_ours(tmp_path):

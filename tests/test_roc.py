@@ -15,7 +15,7 @@ def test_save_roc_writes_the_figure(tmp_path):
     fpr, tpr, _ = roc(SCORES, SAME)
     path = save_roc(tmp_path / "roc.png", {"lambda 0.1": (fpr, tpr), "chance": (fpr, fpr)})
     with Image.open(path) as im:
-        assert im.format == "PNG" and im.size == (600, 500)
+        assert im.format == "PNG" and im.size[0] == 600 and im.size[1] > 500   # legend below
         pixels = np.asarray(im.convert("RGB"))
     assert (pixels < 200).any(axis=2).mean() > 0.01          # lines and text, not a blank page
     assert not list(tmp_path.glob(".*.tmp"))                  # written atomically, no leftovers
@@ -23,10 +23,16 @@ def test_save_roc_writes_the_figure(tmp_path):
 
 def test_axis_and_legend():
     fpr, tpr, _ = roc(SCORES, SAME)
-    ax = roc_figure({"run": (fpr, tpr)}, title="t").axes[0]
+    fig = roc_figure({"run": (fpr, tpr)}, title="t")
+    ax = fig.axes[0]
     assert ax.get_xscale() == "log"
     assert ax.get_xlim()[0] == pytest.approx(0.25)            # 1 of 4 non-matching pairs
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["run (AUC 0.8125)"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["run (AUC 0.8125)"]
+    legend_top = fig.legends[0].get_window_extent(fig.canvas.get_renderer()).y1
+    assert legend_top < ax.get_window_extent().y0              # under the axes: it hides no curve
+    assert "FAR 0.01" not in [t.get_text() for t in ax.texts]  # below the axis' start: not drawn
+    wide = roc_figure({"run": (torch.tensor([0.0, 1e-4, 1.0]), torch.tensor([0.0, 0.5, 1.0]))})
+    assert {"FAR 0.001", "FAR 0.01"} <= {t.get_text() for t in wide.axes[0].texts}
 
 
 def test_an_unknown_extension_is_refused(tmp_path):
@@ -42,7 +48,7 @@ def test_snapshot_curves_give_one_curve_per_run_from_its_stored_features(runs):
     from centerloss.verification import verify_features
     curves = snapshot_curves([runs["flat"], runs["wide"]], epoch=2)
     labels = list(curves)
-    assert len(labels) == 2 and "lambda 0.1, epoch 2" in labels[0] and "lambda 0, epoch 2" in labels[1]
+    assert len(labels) == 2 and "λ = 0.1, epoch 2" in labels[0] and "λ = 0, epoch 2" in labels[1]
     tensors, _ = read_tensors(runs["wide"] / "features" / "epoch_002.safetensors")
     expected = verify_features(tensors["test_features"], tensors["test_labels"])
     torch.testing.assert_close(curves[labels[1]][1], expected.tpr)
