@@ -2,8 +2,9 @@
 
 Training variants are '+'-joined words: cl (channels_last, as cl trains), nchw (the default memory
 format instead), bf16 (autocast), compile (torch.compile; the warm-up line shows its cost), t1 (one
-CPU thread). Inference variants are batch sizes, optionally with +t1. Every variant runs in this one process and they take turns
-round by round, so that other load on the machine slows them alike; medians are printed.
+CPU thread). Inference variants are batch sizes, optionally with +t1 and +bf16. Every variant runs
+in this one process and they take turns round by round, so that other load on the machine slows
+them alike; medians are printed.
 
     PYTHONPATH=. python bench/variants.py --model seed --train cl,nchw,cl+t1 --infer 128,2048
 """
@@ -13,7 +14,11 @@ import argparse
 import statistics
 import time
 
-import torch
+from centerloss import cpu
+
+cpu.prepare()   # as `cl` does, before torch loads OpenMP: passive wait, the usable cores
+
+import torch  # noqa: E402
 
 from centerloss import accel
 from centerloss import data as data_mod
@@ -33,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="lenetspp", help="lenetspp or seed")
     p.add_argument("--train", default="cl,nchw", help="comma-separated training variants ('' for none)")
     p.add_argument("--infer", default="", help="comma-separated inference batch sizes, each maybe "
-                   "with +t1 ('' for none)")
+                   "with +t1 and +bf16 ('' for none)")
     p.add_argument("--batch-size", type=int, default=Config.batch_size, help="training batch size")
     p.add_argument("--steps", type=int, default=3, help="training steps per round")
     p.add_argument("--images", type=int, default=2048, help="images per inference round")
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     cfg = Config(model=args.model, batch_size=args.batch_size)
     g = torch.Generator().manual_seed(0)
-    print(f"{args.model}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{args.model}, {device}, torch {torch.__version__}\n  CPU {cpu.summary()}; {cpu.describe()}")
     variants = [v for v in args.train.split(",") if v]
     if variants:
         x = torch.randn(args.batch_size, 1, 28, 28, generator=g).to(device)
@@ -115,11 +120,13 @@ def main(argv: list[str] | None = None) -> None:
         split = data_mod.Split(images.to(device), torch.zeros(args.images, dtype=torch.long, device=device))
 
         def infer_run(variant: str):
-            size, _, rest = variant.partition("+")
-            if not size.isdigit() or rest not in ("", "t1"):
-                raise SystemExit(f"error: inference variant {variant!r} is not N or N+t1")
-            threads = 1 if rest else torch.get_num_threads()
-            return with_threads(threads, lambda: infer(model, split, 0.5, 0.25, device, "fp32",
+            size, *rest = variant.split("+")
+            if not size.isdigit() or not set(rest) <= {"t1", "bf16"}:
+                raise SystemExit(f"error: inference variant {variant!r} is not N, maybe with +t1 "
+                                 f"and +bf16")
+            threads = 1 if "t1" in rest else torch.get_num_threads()
+            precision = "bf16" if "bf16" in rest else "fp32"
+            return with_threads(threads, lambda: infer(model, split, 0.5, 0.25, device, precision,
                                                        int(size))[0].shape[0])
         runs = {b: infer_run(b) for b in sizes}
         for run in runs.values():

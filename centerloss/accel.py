@@ -38,13 +38,13 @@ def cudnn_mode(autotune: bool) -> Iterator[None]:
 
 def inference_batch_size(device: torch.device) -> int:
     """Images per forward pass in evaluation and embedding. A GPU wants large batches to stay busy.
-    A CPU thread is fastest on batches whose activations stay in its caches, while more threads want
-    more images to share out. On the 2-core AVX2 EPYC (bench/variants.py), one thread ran the seed
-    net at 3,500 images/s in batches of 128 against 1,600 in 2,048, and LeNets++ at 369 against 273;
-    two threads ran the seed net fastest in batches of 512 (1,530 against 880 in batches of 128)."""
-    if device.type != "cpu":
-        return 2048
-    return 128 if torch.get_num_threads() == 1 else 512
+    A CPU is fastest on batches whose activations stay in its caches. On the 2-core AVX2 EPYC one
+    thread ran the seed net at 3,500 images/s in batches of 128 against 1,600 in 2,048. Two threads
+    once did better on 512, but only while OpenMP's threads spun between kernels (fewer, larger
+    kernels meant fewer waits); with the passive wait cl now sets (cpu.prepare), the 2-core Zen 5
+    EPYC ran LeNets++ in bf16 at 1,109 images/s in batches of 128 against 558 in 512, and the
+    seed net at 21,300 against 2,400 (bench/variants.py --infer, contended)."""
+    return 2048 if device.type != "cpu" else 128
 
 
 def fused_optimizer(device: torch.device) -> bool:

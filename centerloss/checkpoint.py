@@ -21,14 +21,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
 from .config import Config
+from .errors import CheckpointError  # noqa: F401  (defined without torch, for the CLI)
 from .safeio import HeaderError, read_header
 
 FORMAT = "cl-checkpoint/1"
 FEATURES_FORMAT = "cl-features/1"
-
-
-class CheckpointError(Exception):
-    """A checkpoint or snapshot cannot be used; the message says which file and why."""
 
 
 def epoch_name(epoch: int) -> str:

@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 
 from . import limits
-from .data import DATASET_NAMES
 
 MODELS = ("lenetspp", "seed", "resnet18")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -46,6 +45,7 @@ class Config:
 
     def validate(self) -> None:
         """Raise ValueError with a one-line message naming the bad value and the fix."""
+        from .data import DATASET_NAMES   # here, not at the top: data imports torch, --help must not
         if not self.lam >= 0:
             raise ValueError(f"--lambda must be >= 0 (0 is softmax alone), got {self.lam}")
         if not 0 < self.alpha <= 1:

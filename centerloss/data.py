@@ -18,6 +18,8 @@ from typing import Iterator, Sequence
 
 import torch
 
+from .errors import DataError  # noqa: F401  (defined without torch, for the CLI)
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -47,10 +49,6 @@ DATASETS: dict[str, DatasetSpec] = {
 
 # Debian's dataset packages install the raw .gz files here (apt-get install dataset-fashion-mnist).
 SYSTEM_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
-
-
-class DataError(Exception):
-    """The data cannot be found or read; the message says what was looked for and how to get it."""
 
 
 def default_data_dir() -> Path:

@@ -16,6 +16,7 @@ import torch
 from . import checkpoint as ckpt_io
 from . import data as data_mod
 from .datasets import dataset_for
+from .errors import EmbedError  # noqa: F401  (defined without torch, for the CLI)
 from .folder import decode, open_image, printable, to_mode
 from .metrics import nearest_center
 from .pairs import normalization_of
@@ -23,10 +24,6 @@ from .device import infer, load_model
 
 FORMAT = "cl-embedding/1"
 FORMATS = (".safetensors", ".npy", ".csv")
-
-
-class EmbedError(Exception):
-    """Embedding cannot go on as asked; the message says which input and why."""
 
 
 @dataclass

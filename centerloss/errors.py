@@ -1,4 +1,7 @@
-"""What training raises for its caller to report: a failure, or a stop on request."""
+"""The errors a user can cause, and the stop on request that training raises.
+
+This module imports neither torch nor any module that does: the CLI names these classes at
+import time, and `cl --help` must not wait for torch."""
 from __future__ import annotations
 
 import signal
@@ -7,6 +10,22 @@ from pathlib import Path
 
 class TrainError(Exception):
     """Training cannot start or go on; the message says why and what to do."""
+
+
+class DataError(Exception):
+    """The data cannot be found or read; the message says what was looked for and how to get it."""
+
+
+class CheckpointError(Exception):
+    """A checkpoint or snapshot cannot be used; the message says which file and why."""
+
+
+class PlotError(Exception):
+    """A run cannot be plotted as asked; the message says why and what to do."""
+
+
+class EmbedError(Exception):
+    """Embedding cannot go on as asked; the message says which input and why."""
 
 
 class Interrupted(Exception):

@@ -4,13 +4,30 @@ All return (features, logits): the features are the layer that center loss acts 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class PReLU(nn.PReLU):
+    """nn.PReLU (same parameter, same checkpoints) whose bf16 training pass on the CPU is computed
+    as relu(x) - a * relu(-x), the same values: ATen's PReLU backward on bf16 channels_last CPU
+    tensors took 16% of a LeNets++ step (27 ms for 128 x 32 x 28 x 28 on the Zen 5 EPYC), about 4x
+    the composite's; with it the step ran 25% faster (302 vs 242 images/s). Without gradients the
+    composite is 10x slower than ATen's forward, and in fp32 it gains nothing, so those use ATen."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (x.dtype == torch.bfloat16 and x.device.type == "cpu" and torch.is_grad_enabled()):
+            return super().forward(x)
+        a = self.weight.to(x.dtype)
+        if a.numel() > 1:                        # one slope per channel, on dimension 1
+            a = a.view(1, -1, *([1] * (x.ndim - 2)))
+        return F.relu(x) - a * F.relu(-x)
 
 
 def _conv(cin: int, cout: int, k: int) -> list[nn.Module]:
     # BatchNorm is our addition to the paper's conv + PReLU: it lets plain SGD at a high learning
     # rate converge in a few epochs and leaves the feature layer, where center loss acts, untouched.
-    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.PReLU(cout)]
+    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), PReLU(cout)]
 
 
 class LeNetsPP(nn.Module):
@@ -28,7 +45,7 @@ class LeNetsPP(nn.Module):
             *_conv(64, 128, 5), *_conv(128, 128, 5), nn.MaxPool2d(2),
             nn.Flatten())
         side = image_size // 8
-        self.feature = nn.Sequential(nn.Linear(128 * side * side, feature_dim), nn.PReLU())
+        self.feature = nn.Sequential(nn.Linear(128 * side * side, feature_dim), PReLU())
         self.classifier = nn.Linear(feature_dim, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +65,7 @@ class SeedNet(nn.Module):
             nn.Flatten(),
             nn.Linear(64 * (image_size // 4) ** 2, 256), nn.ReLU(),
             nn.Linear(256, 128), nn.ReLU())
-        self.feature = nn.Sequential(nn.Linear(128, feature_dim), nn.PReLU())
+        self.feature = nn.Sequential(nn.Linear(128, feature_dim), PReLU())
         self.classifier = nn.Linear(feature_dim, num_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

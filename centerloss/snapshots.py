@@ -14,13 +14,10 @@ import torch
 
 from . import checkpoint as ckpt_io
 from .config import Config
+from .errors import PlotError  # noqa: F401  (defined without torch, for the CLI)
 
 SPLITS = ("test", "train")
 CLIP_QUANTILE = 0.001   # axis limits ignore the outermost 0.1% of points on each side
-
-
-class PlotError(Exception):
-    """A run cannot be plotted as asked; the message says why and what to do."""
 
 
 @dataclass

@@ -8,9 +8,8 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from centerloss import checkpoint as ckpt_io
-from centerloss.data import DataError
-from centerloss.train import TrainError
+# errors, not checkpoint/data/train: those import torch, and `cl --help` must answer without it
+from centerloss.errors import CheckpointError, DataError, TrainError
 
 try:  # typer vendors click since 0.2x; an older typer raises click's own exceptions
     from typer._click.exceptions import ClickException, UsageError
@@ -22,7 +21,7 @@ console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isat
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # What a user can cause (bad flags, missing files, broken checkpoints): one line, no traceback.
-USER_ERRORS = (DataError, TrainError, ckpt_io.CheckpointError, ValueError, OSError)
+USER_ERRORS = (DataError, TrainError, CheckpointError, ValueError, OSError)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -59,7 +58,31 @@ class OneLineErrors(TyperGroup):
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Each command's first sentence whole, wrapped, where Click would cut it at the width
+        left beside the names ("and write the...")."""
+        rows = [(name, cmd.get_short_help_str(limit=10_000)) for name in self.list_commands(ctx)
+                if (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
-app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
+
+app = typer.Typer(cls=OneLineErrors, add_completion=True, no_args_is_help=True,
                   rich_markup_mode=None, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Train and inspect deep features with softmax + center loss (Wen et al. 2016).")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from centerloss import __version__   # centerloss's package imports no torch
+        console.print(f"cl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print cl's version and exit.")) -> None:
+    # The group's own options; its help text is the one given to typer.Typer above.
+    return None

@@ -6,6 +6,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
+from centerloss import cpu
+
 from . import streams
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ def __getattr__(name: str) -> typer.Typer:
 
 
 def main() -> None:
+    cpu.prepare()    # before any command imports torch: OpenMP reads its settings only then
     # matplotlib logs notices about its cache folder (say, under a read-only HOME): not ours to show
     logging.getLogger("matplotlib").setLevel(logging.ERROR)
     if streams.occupy_closed_fds():

@@ -8,8 +8,7 @@ from typing import Optional
 import typer
 
 from centerloss import limits
-from centerloss.embed import EmbedError
-from centerloss.snapshots import PlotError
+from centerloss.errors import EmbedError, PlotError
 
 from .app import USER_ERRORS, app, console, fail
 
@@ -136,7 +135,7 @@ def embed(
     device: str = typer.Option("auto", help="auto, cuda, mps or cpu."),
     precision: str = typer.Option("fp32", help="fp32 (matches a plain forward pass), bf16 or auto."),
     batch_size: Optional[int] = typer.Option(None, help="Images per forward pass [default: 2048 on a GPU; "
-                                             "on the CPU 128 with one thread, 512 with more]."),
+                                             "128 on the CPU]."),
     overwrite: bool = typer.Option(False, help="Replace the output file if it exists."),
 ) -> None:
     from centerloss import checkpoint as ckpt_io

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from centerloss import cpu
 from centerloss.limits import tidy_json
 from centerloss.train import Callbacks, LossWindow
 
@@ -108,7 +109,8 @@ class TrainReporter(Callbacks):
             f"{len(dataset.test):,} test), {cfg.feature_dim}-D features, lambda {cfg.lam:g}, "
             f"alpha {cfg.alpha:g}, {plural(cfg.epochs, 'epoch', 'epochs')} of {plural(batches, 'batch', 'batches')} of "
             f"{cfg.batch_size}, "
-            f"{device.type} {precision}", highlight=False)
+            f"{device.type} {precision}" + (f", {cpu.describe()}" if device.type == "cpu" else ""),
+            highlight=False)
 
     def on_epoch_start(self, epoch: int, batches: int) -> None:
         if self.view is not None:

@@ -11,13 +11,11 @@ import typer
 from rich import box
 from rich.table import Table
 
-from centerloss import checkpoint as ckpt_io
 from centerloss.config import Config
 from centerloss import limits
 from centerloss.limits import tidy_json
 
 from .app import USER_ERRORS, app, console, err_console, fail
-from .render import TrainReporter, epoch_line, plural, print_verification
 from .streams import StdoutGone
 
 MAX_CONFUSION_CLASSES = 30   # a wider confusion table does not fit a terminal
@@ -79,6 +77,8 @@ def train(
     from centerloss.distributed import is_main_process
     from centerloss.errors import Interrupted
     from centerloss.train import train as run_training
+
+    from .render import TrainReporter, epoch_line, plural   # here: render imports torch, --help must not
     data_dir = data_dir.resolve() if data_dir else None   # saved in the checkpoint: keep it valid elsewhere
     values = dict(lam=lam, alpha=alpha, epochs=epochs, batch_size=batch_size, lr=lr,
                   grad_clip=grad_clip, model=model,
@@ -156,6 +156,9 @@ def train(
 
 def saved_so_far(out: Path) -> str:
     """What a stopped run left in its folder, and how to go on: for the last line it prints."""
+    from centerloss import checkpoint as ckpt_io
+
+    from .render import plural
     done = len(ckpt_io.read_history(out)) if (out / "history.jsonl").is_file() else 0
     if not (out / "resume.safetensors").is_file():
         return f"nothing was written to {out}"
@@ -182,8 +185,11 @@ def evaluate(
     folds: int = typer.Option(10, help="Folds of the best-threshold accuracy (LFW's protocol: 10)."),
 ) -> None:
     """Measure a trained model on the test split, or verify pairs of images with it."""
+    from centerloss import checkpoint as ckpt_io
     from centerloss.evaluate import evaluate_checkpoint
     from centerloss.verification import METRICS
+
+    from .render import plural, print_verification
     if metric not in METRICS:
         fail(f"--metric must be one of: {', '.join(METRICS)}; got {metric!r}", 2)
     if pairs is not None and verify:

@@ -27,3 +27,26 @@ def test_feature_layer_ends_in_prelu_so_2d_features_are_not_trapped_in_a_quadran
     with torch.no_grad():
         model.feature[-1].weight.fill_(0.25)
         assert model.feature[-1](torch.tensor([-4.0])).item() == -1.0
+
+
+@pytest.mark.parametrize("shape, channels", [((8, 6, 5, 5), 6), ((8, 2), 1)])
+def test_prelu_training_pass_matches_aten_in_values_and_gradients(shape, channels):
+    from torch import nn
+
+    from centerloss.models import PReLU
+    torch.manual_seed(0)
+    ours, aten = PReLU(channels), nn.PReLU(channels)
+    with torch.no_grad():
+        ours.weight.uniform_(0.1, 0.4)
+        aten.weight.copy_(ours.weight)
+    x = torch.randn(shape).bfloat16().requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    g = torch.randn(shape).bfloat16()
+    y = ours(x)
+    y2 = torch.nn.functional.prelu(x2, aten.weight.bfloat16())   # what autocast runs
+    assert torch.equal(y, y2)                      # the forward values are the same, bit for bit
+    y.backward(g)
+    y2.backward(g)
+    assert torch.equal(x.grad, x2.grad)
+    assert torch.allclose(ours.weight.grad, aten.weight.grad, rtol=1e-2, atol=1e-3)
+    assert ours.state_dict().keys() == aten.state_dict().keys()

@@ -1,0 +1,114 @@
+"""The CPU: its model and the flags that decide torch's kernels; threads and OpenMP's wait policy,
+chosen once, before torch is imported.
+
+torch's CPU kernels (its own and oneDNN's) run on OpenMP, which is libgomp in the pip wheels.
+Between two parallel regions libgomp's idle threads spin (300,000 turns by default) before they
+sleep. Beside another busy process, the spinning thread holds a core while its partner, which still
+has work, waits for a time slice, and every region waits for the slowest thread: the seed net trained
+at 0.10x its quiet rate beside one busy Python loop on 2 cores. With OMP_WAIT_POLICY=PASSIVE a
+waiting thread sleeps at once and gives the core back (bench/busy.py measures both).
+
+libgomp reads its variables once, when torch loads it, so `prepare()` must run before the first
+`import torch`; this module therefore imports torch only inside `describe()`. A user's own
+OMP_NUM_THREADS, OMP_WAIT_POLICY or GOMP_SPINCOUNT is always kept."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+CGROUP = Path("/sys/fs/cgroup")
+CPUINFO = Path("/proc/cpuinfo")
+# The flags that pick torch's CPU kernels: AVX2 or AVX-512 code, and whether bf16 matrix work is
+# native (AVX512-BF16 dot products, AMX tiles) or emulated, which decides if bf16 pays.
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+# What prepare() set, so that describe() can tell cl's choices from the user's.
+_chosen: dict[str, str] = {}
+
+
+def cgroup_cpu_limit(root: Path = CGROUP) -> float | None:
+    """CPUs' worth of time this container may use (cgroup v2 cpu.max, else v1's CFS quota), or
+    None without a limit. A container limited to 2 CPUs on a 64-core host still sees 64 cores, and
+    64 threads time-sliced onto 2 CPUs stall each other at every barrier."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus(root: Path = CGROUP) -> int:
+    """CPUs this process may run on: its affinity mask, capped by the container's CPU limit."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        cpus = os.cpu_count() or 1
+    limit = cgroup_cpu_limit(root)
+    return max(1, min(cpus, math.ceil(limit))) if limit else cpus
+
+
+def prepare(root: Path = CGROUP) -> None:
+    """Set OpenMP's wait policy to passive and, in a container whose CPU limit is below its
+    visible cores, the thread count to that limit; each only where the user set nothing. Does
+    nothing once torch is imported: libgomp would no longer read the variables."""
+    if "torch" in sys.modules:
+        return
+    if not any(name in os.environ for name in WAIT_VARIABLES):
+        os.environ["OMP_WAIT_POLICY"] = _chosen["OMP_WAIT_POLICY"] = "PASSIVE"
+    if "OMP_NUM_THREADS" not in os.environ:
+        cpus = usable_cpus(root)
+        if cpus < (os.cpu_count() or cpus):
+            os.environ["OMP_NUM_THREADS"] = _chosen["OMP_NUM_THREADS"] = str(cpus)
+
+
+def describe() -> str:
+    """'2 threads, passive wait': what the CPU runs with, and which of it the user set."""
+    import torch
+    n = torch.get_num_threads()
+    threads = f"{n} thread{'' if n == 1 else 's'}"
+    if "OMP_NUM_THREADS" in os.environ and "OMP_NUM_THREADS" not in _chosen:
+        threads += " (OMP_NUM_THREADS)"
+    if "OMP_WAIT_POLICY" in os.environ:
+        wait = f"{os.environ['OMP_WAIT_POLICY'].lower()} wait"
+        if "OMP_WAIT_POLICY" not in _chosen:
+            wait += " (OMP_WAIT_POLICY)"
+    elif "GOMP_SPINCOUNT" in os.environ:
+        wait = f"spin {os.environ['GOMP_SPINCOUNT']} then wait (GOMP_SPINCOUNT)"
+    else:
+        wait = "spin then wait"      # libgomp's default: torch was loaded before prepare() ran
+    return f"{threads}, {wait}"
+
+
+def model_and_flags(cpuinfo: Path = CPUINFO) -> tuple[str, set[str]]:
+    """The CPU's model name and its flags, from /proc/cpuinfo (empty where there is none)."""
+    model, flags = "", set()
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def summary(cpuinfo: Path = CPUINFO) -> str:
+    """'AMD EPYC, 2 cores: avx2 avx512f avx512_bf16, no amx_tile', for benchmark reports."""
+    import platform
+    model, flags = model_and_flags(cpuinfo)
+    has = [f for f in KERNEL_FLAGS if f in flags]
+    lacks = [f for f in KERNEL_FLAGS if f not in flags]
+    return (f"{model or platform.processor() or platform.machine()}, {usable_cpus()} cores: "
+            f"{' '.join(has) or 'none of ' + ' '.join(KERNEL_FLAGS)}"
+            + (f", no {' '.join(lacks)}" if has and lacks else ""))

@@ -1,0 +1,77 @@
+"""What a user meets before any training: help, version, completion, and none of them waits for torch."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import centerloss
+from cli.main import app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs `cl ARGS` as the console script does, then says on stderr which heavy modules were loaded.
+PROBE = """
+import atexit, sys
+heavy = ("torch", "matplotlib", "numpy", "safetensors", "PIL")
+atexit.register(lambda: print("loaded:", [m for m in heavy if m in sys.modules], file=sys.stderr))
+sys.argv = ["cl", *sys.argv[1:]]
+from cli.main import main
+main()
+"""
+
+
+def run_cl(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["eval", "-h"], ["--version"]])
+def test_help_and_version_do_not_import_torch(args):
+    result = run_cl(*args)
+    assert result.returncode == 0, result.stderr
+    assert "loaded: []" in result.stderr, result.stderr
+    assert result.stdout.strip()
+
+
+def test_a_command_that_trains_still_imports_torch():
+    # the probe itself can see torch: a bad flag of train is found after the core is imported
+    result = run_cl("train", "--lambda", "-1")
+    assert result.returncode == 2 and "loaded: ['torch'" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["eval"], ["plot"], ["embed"]])
+def test_dash_h_is_help(cmd):
+    short, long = runner.invoke(app, [*cmd, "-h"]), runner.invoke(app, [*cmd, "--help"])
+    assert short.exit_code == long.exit_code == 0
+    assert short.output == long.output and "Usage: " in short.output
+
+
+def test_version_prints_the_package_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"cl {centerloss.__version__}"
+
+
+def test_top_level_help_shows_each_command_description_whole():
+    result = runner.invoke(app, ["--help"])
+    commands = result.output.split("Commands:")[1]
+    assert "..." not in commands
+    text = " ".join(commands.split())
+    assert "Train a CNN with softmax + lambda * center loss and write the run folder." in text
+    assert "Measure a trained model on the test split, or verify pairs of images with it." in text
+
+
+def test_shell_completion_completes_commands_and_options():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "_CL_COMPLETE": "complete_bash"}
+    words = {"cl tr": ("1", "train"), "cl train --mo": ("2", "--model")}
+    for line, (cword, expected) in words.items():
+        result = subprocess.run([sys.executable, "-m", "cli"], capture_output=True, text=True,
+                                env={**env, "COMP_WORDS": line, "COMP_CWORD": cword}, timeout=60)
+        assert result.stdout.split() == [expected], (line, result.stdout, result.stderr)
+    assert "--install-completion" in runner.invoke(app, ["--help"]).output
