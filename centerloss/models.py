@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .heads import build_head
+
 
 def _conv(cin: int, cout: int, k: int) -> list[nn.Module]:
     # BatchNorm is our addition to the paper's conv + PReLU: it lets plain SGD at a high learning
@@ -90,7 +92,12 @@ MODEL_CLASSES = {"lenetspp": LeNetsPP, "seed": SeedNet, "resnet18": ResNet18}
 
 
 def build_model(name: str, num_classes: int = 10, feature_dim: int = 2, in_channels: int = 1,
-                image_size: int = 28) -> nn.Module:
+                image_size: int = 28, head: str = "softmax", margin: float | None = None,
+                scale: float | None = None) -> nn.Module:
+    """The named net; a margin head (heads.py) replaces its Linear classifier under the same name."""
     if name not in MODEL_CLASSES:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_CLASSES)}")
-    return MODEL_CLASSES[name](num_classes, feature_dim, in_channels, image_size)
+    model = MODEL_CLASSES[name](num_classes, feature_dim, in_channels, image_size)
+    if head != "softmax":
+        model.classifier = build_head(head, feature_dim, num_classes, margin, scale)
+    return model

@@ -23,6 +23,7 @@ from .config import Config
 from .datasets import dataset_for
 from .device import autocast, infer, resolve_device, resolve_precision
 from .errors import Interrupted, TrainError
+from .heads import Loss, softmax_loss, training_loss
 from .interrupt import StopRequest, stop_on_signals
 from .loss import CenterLoss
 from .metrics import compactness, nearest_center_accuracy
@@ -127,7 +128,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
     torch.manual_seed(cfg.seed)
     num_classes = len(ds.classes)
     c, h, w = ds.input_shape
-    model = build_model(cfg.model, num_classes, cfg.feature_dim, c, h)
+    model = build_model(cfg.model, num_classes, cfg.feature_dim, c, h, cfg.head, cfg.margin, cfg.scale)
     model = model.to(device, memory_format=torch.channels_last)
     net = distributed.wrap(model, ctx)   # what trains; `model` is what is evaluated and saved
     center_loss = CenterLoss(num_classes, cfg.feature_dim, cfg.alpha, ctx.group).to(device)
@@ -204,15 +205,17 @@ def check_finite(epoch: int, ce: float, center: float, model: torch.nn.Module,
 
 def train_step(forward: accel.Forward, center_loss: CenterLoss, optimizer: torch.optim.Optimizer,
                x: torch.Tensor, y: torch.Tensor, lam: float, lr: float, device: torch.device,
-               precision: str, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               precision: str, scale: float = 1.0, head_loss: Loss = softmax_loss
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimisation step on a batch; returns (features, cross-entropy, center loss), still on
     the device. Nothing here reads a value back, so the host never waits for the device. `scale`
-    multiplies the loss that is differentiated (DDP's shard weighting), not the losses returned."""
+    multiplies the loss that is differentiated (DDP's shard weighting), not the losses returned.
+    `head_loss` turns (logits, labels) into the cross-entropy: a margin head's adds its margin."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast(device, precision):
         features, logits = forward(x.contiguous(memory_format=torch.channels_last))
-    ce = F.cross_entropy(logits.float(), y)
+    ce = head_loss(logits, y)
     center = center_loss(features, y)          # also moves the centers by Eq. 4
     loss = ce + lam * center
     if scale != 1.0:
@@ -231,6 +234,7 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
     requested before its last batch: `progress` then holds where it stopped. `forward` (default:
     the model) may be a compiled one."""
     forward = forward or model
+    head_loss = training_loss(model)
     model.train()
     center_loss.train()
     n = len(ds.train)
@@ -253,7 +257,7 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
         # makes that average the gradient of the whole batch's mean even when shards differ by one
         scale = y.shape[0] * ctx.world / m if ctx.world > 1 else 1.0
         features, ce, center = train_step(forward, center_loss, optimizer, x, y, cfg.lam,
-                                          schedule(step + i), device, precision, scale)
+                                          schedule(step + i), device, precision, scale, head_loss)
         window.add(ce, center)
         totals.add(ce, center)
         if i < keep:

@@ -31,6 +31,12 @@ def train(
     ctx: typer.Context,
     lam: float = typer.Option(0.1, "--lambda", help="Weight of the center loss; 0 trains softmax alone."),
     alpha: float = typer.Option(0.5, help="Center learning rate of Eq. 4, in (0, 1]."),
+    head: str = typer.Option(Config.head, help="Classifier: softmax (the paper's), or a margin head on "
+                                               "normalised features: sphereface, cosface, arcface."),
+    margin: Optional[float] = typer.Option(None, help="Margin of the head [default: the paper's: "
+                                           "sphereface 4 (an integer), cosface 0.35, arcface 0.5 rad]."),
+    scale: Optional[float] = typer.Option(None, help="Margin heads: s in s * cos(theta), in [1, 128] "
+                                          "[default: 64]."),
     epochs: int = typer.Option(Config.epochs, help="Passes over the training split."),
     batch_size: int = typer.Option(Config.batch_size, help="Images per batch."),
     lr: float = typer.Option(Config.lr, help="Peak learning rate (SGD, Nesterov, cosine decay)."),
@@ -68,7 +74,7 @@ def train(
     from centerloss.errors import Interrupted
     from centerloss.train import train as run_training
     data_dir = data_dir.resolve() if data_dir else None   # saved in the checkpoint: keep it valid elsewhere
-    values = dict(lam=lam, alpha=alpha, epochs=epochs, batch_size=batch_size, lr=lr, model=model,
+    values = dict(lam=lam, alpha=alpha, head=head, margin=margin, scale=scale, epochs=epochs, batch_size=batch_size, lr=lr, model=model,
                   feature_dim=feature_dim, dataset=dataset, data_dir=str(data_dir or ""),
                   image_size=image_size, channels=channels, memory_mb=memory_mb, workers=workers,
                   device=device, precision=precision, seed=seed, augment=augment,
