@@ -26,7 +26,7 @@ from .errors import Interrupted, TrainError
 from .heads import Loss, softmax_loss, training_loss
 from .interrupt import StopRequest, stop_on_signals
 from .loss import CenterLoss
-from .metrics import compactness, nearest_center_accuracy
+from .metrics import angular_compactness, compactness, nearest_center_accuracy
 from .models import build_model
 from .resume import EpochProgress
 from .runfolder import check_out_dir
@@ -289,12 +289,14 @@ def evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out) -
     labels = ds.test.labels
     centers = center_loss.centers
     comp = compactness(features, centers, labels)
+    directions = model.classifier.weight.detach()
     return {
         "test_ce": F.cross_entropy(logits, labels).item(),
         "test_center": 0.5 * (features - centers[labels]).pow(2).sum(1).mean().item(),
         "test_accuracy": (logits.argmax(1) == labels).float().mean().item(),
         "nearest_center_accuracy": nearest_center_accuracy(features, centers, labels),
         "intra_distance": comp["intra"], "inter_distance": comp["inter"], "compactness": comp["ratio"],
+        "angular_compactness": angular_compactness(features, directions, labels),
         "eval_seconds": time.perf_counter() - start,
         "_test_snapshot": (features, labels),
     }
@@ -304,7 +306,8 @@ def save_epoch(out: Path, model, center_loss, ds, cfg, epoch: int, record: dict)
     """Snapshot, epoch checkpoint, latest checkpoint, each file atomic. train() writes the history
     after these, so a run killed anywhere never lists an epoch whose files are not all there."""
     test_f, test_y = record.pop("_test_snapshot")
-    snap = {"test_features": test_f, "test_labels": test_y, "centers": center_loss.centers}
+    snap = {"test_features": test_f, "test_labels": test_y, "centers": center_loss.centers,
+            "class_weights": model.classifier.weight.detach()}   # the class directions of plots
     train_snap = record.pop("_train_snapshot", None)
     if train_snap is not None:
         snap["train_features"], snap["train_labels"] = train_snap
