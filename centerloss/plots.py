@@ -141,11 +141,10 @@ def number(metrics: dict, key: str) -> str:
 def view_note(view: RunFrames, frame: Frame) -> str:
     """What the axes show: raw 2-D features, or the run's PCA and how much of the epoch it keeps."""
     p = view.projection
-    what = "normalised features (the head's view; --raw for the features as learned)" \
-        if view.angular else "features as learned"
+    angular = "normalised features (the head's view; --raw for the features as learned)"
     if not p.is_pca:
-        return f"2-D {what}"
-    return (f"PCA of {p.feature_dim}-D {what}, fitted once on epoch {p.fitted_on}: "
+        return f"2-D {angular}" if view.angular else "2-D features as learned"
+    return (f"PCA of {p.feature_dim}-D {angular if view.angular else 'features'}, fitted once on epoch {p.fitted_on}: "
             f"shows {100 * frame.kept_variance:.0f}% of this epoch's variance")
 
 
@@ -157,7 +156,8 @@ def epoch_figure(view: RunFrames, epoch: int) -> Figure:
     fig = Figure(figsize=EPOCH_SIZE, dpi=DPI)
     ax = fig.add_axes(EPOCH_AXES)
     draw_features(ax, frame, colors, view.limits, view.projection.is_pca, view.angular)
-    fig.text(0.03, 0.955, f"{dataset_title(view.dataset)}  ·  {head_title(cfg, False)}  ·  λ = {cfg.lam:g}  ·  "
+    head = "" if cfg.head == "softmax" else f"{head_title(cfg, False)}  ·  "
+    fig.text(0.03, 0.955, f"{dataset_title(view.dataset)}  ·  {head}λ = {cfg.lam:g}  ·  "
              f"epoch {epoch}/{cfg.epochs}  ·  test accuracy {percent(frame.metrics, 'test_accuracy')}",
              fontsize=13, weight="bold", va="center")
     fig.text(0.03, 0.905, f"{MODEL_TITLES.get(cfg.model, cfg.model)}, {view.split} split "
@@ -306,7 +306,8 @@ def compare_figure(views: list[RunFrames], epochs: list[int], names: list[str]) 
         m = frame.metrics
         proj = (f", PCA of {view.projection.feature_dim}-D ({100 * frame.kept_variance:.0f}%)"
                 if view.projection.is_pca else "")
-        ax.set_title(f"{head_title(view.config)}, λ = {view.config.lam:g}  ·  "
+        named = "" if view.config.head == "softmax" else f"{head_title(view.config)}, "
+        ax.set_title(f"{named}λ = {view.config.lam:g}  ·  "
                      f"acc {percent(m, 'test_accuracy')}\ncompactness {number(m, 'compactness')}  ·  "
                      f"angular {number(m, 'angular_compactness')}\n{name}, epoch {epoch}{proj}",
                      fontsize=10.5)

@@ -178,14 +178,17 @@ def evaluate(
                       f"images of {pairs}")
         print_verification(console, report["verification"], f"{metric} scores of the pairs in {pairs.name}")
         return
+    head = report["head"] if report["head"] == "softmax" else \
+        f"{report['head']} (m {report['margin']:g}, s {report['scale']:g})"
     console.print(f"{path}: {report['model']} on {report['dataset']} test split, "
-                  f"epoch {report['epoch']}, lambda {report['lambda']:g}")
+                  f"epoch {report['epoch']}, {head}, lambda {report['lambda']:g}")
     summary = Table(show_header=False, box=None)
     for label, key, fmt in (("accuracy (softmax)", "accuracy", "{:.2%}"),
                             ("accuracy (nearest center)", "nearest_center_accuracy", "{:.2%}"),
                             ("mean distance to own center", "intra_distance", "{:.4f}"),
                             ("mean distance between centers", "inter_distance", "{:.4f}"),
-                            ("compactness (intra / inter)", "compactness", "{:.4f}")):
+                            ("compactness (intra / inter)", "compactness", "{:.4f}"),
+                            ("angular compactness (by angle)", "angular_compactness", "{:.4f}")):
         summary.add_row(label, fmt.format(report[key]))
     console.print(summary)
     classes = list(report["per_class_accuracy"])

@@ -4,9 +4,11 @@ import math
 import pytest
 import torch
 
+from centerloss import checkpoint as ckpt_io
 from centerloss.config import Config
 from centerloss.heads import AngularHead, check_head, training_loss
 from centerloss.models import build_model
+from centerloss.train import train
 
 
 def head_at(angles_deg: list[float], head: str, margin: float, scale: float) -> AngularHead:
@@ -121,3 +123,16 @@ def test_config_fills_the_papers_defaults_and_old_configs_load_as_softmax():
     assert "head" not in old and "margin" not in old
     assert Config.from_json(old).head == "softmax"
     assert Config.from_json(Config(head="arcface", scale=30.0).to_json()).scale == 30.0
+
+
+@pytest.mark.parametrize("head", ["sphereface", "cosface", "arcface"])
+def test_a_short_run_of_each_margin_head_learns(easy_data, tmp_path, head):
+    cfg = Config(model="seed", epochs=4, batch_size=50, lr=0.1, data_dir=str(easy_data), lam=0.0,
+                 head=head, scale=16.0, feature_dim=8, augment=0, snapshot_train=0, device="cpu",
+                 precision="fp32")
+    records = train(cfg, tmp_path / head)
+    accuracy = [r["test_accuracy"] for r in records]
+    assert accuracy[-1] > accuracy[0] + 0.2 and accuracy[-1] > 0.5, accuracy
+    assert records[-1]["train_ce"] < records[0]["train_ce"]
+    ckpt = ckpt_io.load_checkpoint(tmp_path / head / "model.safetensors")
+    assert (ckpt.config.head, ckpt.config.margin) == (head, Config(head=head).margin)
