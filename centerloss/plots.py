@@ -95,10 +95,11 @@ def draw_features(ax, frame: Frame, colors: np.ndarray, limits, projected: bool,
         if not projected:
             ax.add_patch(matplotlib.patches.Circle((0, 0), 1.0, fill=False, color="gray", lw=0.8))
         for k, (x, y) in enumerate(frame.centers):
-            ax.plot([0, x], [0, y], color=colors[k], lw=1.6, zorder=2)
+            ax.plot([0, x], [0, y], color=colors[k], lw=0.9, alpha=0.7, zorder=0.5)
     # Draw in a fixed random order so that no class is always painted over the others.
     order = np.random.default_rng(0).permutation(n)
-    size = float(np.clip(30000 / max(n, 1), 2, 16))
+    # on the circle every point of a class falls on one arc: larger dots keep the arcs visible
+    size = float(np.clip((90000 if angular else 30000) / max(n, 1), 2, 16))
     ax.scatter(frame.points[order, 0], frame.points[order, 1], c=colors[frame.labels[order]],
                s=size, alpha=0.6, linewidths=0, rasterized=True)
     ax.scatter(frame.centers[:, 0], frame.centers[:, 1], c=colors[:len(frame.centers)], s=260,
@@ -295,6 +296,7 @@ def compare_figure(views: list[RunFrames], epochs: list[int], names: list[str]) 
     height = head + rows * (PANEL_INCHES + gap)
     fig = Figure(figsize=(width, height), dpi=DPI)
     colors = class_colors(len(classes))
+    mixed = any(v.config.head != "softmax" for v in views)   # then every panel names its head
     for i, (view, epoch, name) in enumerate(zip(views, epochs, names)):
         r, c = divmod(i, cols)
         left = (side + c * (PANEL_INCHES + side)) / width
@@ -306,7 +308,7 @@ def compare_figure(views: list[RunFrames], epochs: list[int], names: list[str]) 
         m = frame.metrics
         proj = (f", PCA of {view.projection.feature_dim}-D ({100 * frame.kept_variance:.0f}%)"
                 if view.projection.is_pca else "")
-        named = "" if view.config.head == "softmax" else f"{head_title(view.config)}, "
+        named = f"{head_title(view.config)}, " if mixed else ""
         ax.set_title(f"{named}λ = {view.config.lam:g}  ·  "
                      f"acc {percent(m, 'test_accuracy')}\ncompactness {number(m, 'compactness')}  ·  "
                      f"angular {number(m, 'angular_compactness')}\n{name}, epoch {epoch}{proj}",

@@ -69,7 +69,7 @@ def test_margin_head_is_drawn_on_the_unit_circle_with_class_directions(cos_run, 
     assert not raw.angular and np.linalg.norm(raw.frame(2).points, axis=1).std() > 1e-3
     fig = plots.compare_figure([snapshots.load_run(runs["flat"]), view], [2, 2], ["softmax", "cos"])
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[0].startswith("λ = 0.1") and titles[1].startswith("CosFace (m = 0.1, s = 16), λ = 0.1")
+    assert titles[0].startswith("softmax, λ = 0.1") and titles[1].startswith("CosFace (m = 0.1, s = 16), λ = 0.1")
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels[-1] == "center, or direction\n(margin heads)"
     out = tmp_path / "mixed.png"
