@@ -2,6 +2,8 @@
 import json
 
 import numpy as np
+import onnx
+import onnxruntime as ort   # the `test` extra
 import pytest
 import torch
 
@@ -12,8 +14,6 @@ from cli.main import app
 from conftest import tiny_config
 from typer.testing import CliRunner
 
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
 
 
 @pytest.fixture(scope="module")
