@@ -198,7 +198,8 @@ def check_weights(config: Config, num_classes: int, input_shape: list[int],
     from .models import build_model
     c, h, _ = input_shape
     with torch.device("meta"):
-        expected = build_model(config.model, num_classes, config.feature_dim, c, h).state_dict()
+        expected = build_model(config.model, num_classes, config.feature_dim, c, h, config.head,
+                               config.margin, config.scale).state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
@@ -216,7 +217,9 @@ def build_from_checkpoint(ckpt: Checkpoint, path: Path | str = "checkpoint") -> 
     from .models import build_model
     check_weights(ckpt.config, len(ckpt.classes), ckpt.input_shape, ckpt.model_state, path)
     c, h, _ = ckpt.input_shape
-    model = build_model(ckpt.config.model, len(ckpt.classes), ckpt.config.feature_dim, c, h)
+    cfg = ckpt.config
+    model = build_model(cfg.model, len(ckpt.classes), cfg.feature_dim, c, h, cfg.head, cfg.margin,
+                        cfg.scale)
     model.load_state_dict(ckpt.model_state)
     return model
 

@@ -17,6 +17,10 @@ class Config:
     # method (Wen et al. 2016)
     lam: float = 0.1            # weight of the center loss; 0 is softmax alone
     alpha: float = 0.5          # center learning rate of Eq. 4, in (0, 1]
+    # classifier head (heads.py): softmax, or a margin head with center loss optional on top
+    head: str = "softmax"       # softmax, sphereface, cosface or arcface
+    margin: float | None = None  # margin heads: None takes the paper's (4, 0.35, 0.5)
+    scale: float | None = None   # margin heads: s of s * cos(theta); None takes 64
     # model
     model: str = "lenetspp"     # lenetspp (the paper's MNIST net), seed (the blog's) or resnet18
     feature_dim: int = 2        # 2 for plots; wider for real embeddings
@@ -42,6 +46,13 @@ class Config:
     precision: str = "auto"     # auto: bf16 where the device computes it natively, else fp32
     compile: bool = False       # torch.compile the model: for GPUs; slower on an AVX2 CPU (measured)
     snapshot_train: int = 10000  # train-split features stored per epoch for plots (0: none)
+
+    def __post_init__(self) -> None:
+        # the head's paper defaults are filled in here, so a checkpoint states the numbers used
+        from .heads import DEFAULT_MARGIN, DEFAULT_SCALE   # here: torch stays out of `cl --help`
+        if self.head in DEFAULT_MARGIN:
+            self.margin = DEFAULT_MARGIN[self.head] if self.margin is None else self.margin
+            self.scale = DEFAULT_SCALE if self.scale is None else self.scale
 
     def validate(self) -> None:
         """Raise ValueError with a one-line message naming the bad value and the fix."""
@@ -69,6 +80,8 @@ class Config:
             raise ValueError(f"--memory-mb must be >= 0 (0: a quarter of free memory), got {self.memory_mb}")
         if self.workers < -1:
             raise ValueError(f"--workers must be >= 0, or -1 for cores - 1, got {self.workers}")
+        from .heads import check_head
+        check_head(self.head, self.margin, self.scale)
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
         if self.precision not in PRECISIONS:

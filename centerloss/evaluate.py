@@ -5,7 +5,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt_io
 from .datasets import dataset_for
-from .metrics import summarize
+from .metrics import angular_compactness, summarize
 from .device import infer, load_model
 from .verification import verify_features
 
@@ -28,7 +28,9 @@ def evaluate_checkpoint(path: Path | str, data_dir: str | None = None, device: s
     norm = ckpt.normalization or ds.normalization()     # as trained, when the checkpoint says
     features, logits = infer(model, ds.test, norm["mean"], norm["std"], dev, prec)
     report = summarize(features, logits, ds.test.labels, ckpt.centers.to(dev), ckpt.classes)
-    report.update({"checkpoint": str(path), "epoch": ckpt.epoch, "dataset": cfg.dataset,
+    report["angular_compactness"] = angular_compactness(features, model.classifier.weight.detach(),
+                                                        ds.test.labels)
+    report.update({"head": cfg.head, "margin": cfg.margin, "scale": cfg.scale, "checkpoint": str(path), "epoch": ckpt.epoch, "dataset": cfg.dataset,
                    "model": cfg.model, "feature_dim": cfg.feature_dim, "lambda": cfg.lam,
                    "alpha": cfg.alpha})
     if verify_pairs:

@@ -39,6 +39,19 @@ def compactness(features: torch.Tensor, centers: torch.Tensor, labels: torch.Ten
     return {"intra": intra, "inter": inter, "ratio": intra / inter if inter > 0 else float("inf")}
 
 
+def angular_compactness(features: torch.Tensor, directions: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean angle between a feature and its class's direction (its classifier weight) over the
+    mean angle between two class directions: compactness as a margin head sees it, by angle
+    alone, whatever the feature norms. It applies to softmax too (its classes split by angle)."""
+    unit = torch.nn.functional.normalize
+    f, w = unit(features.float(), dim=1), unit(directions.float(), dim=1)
+    intra = torch.acos((f * w[labels]).sum(1).clamp(-1, 1)).mean()
+    k = w.shape[0]
+    pair = torch.acos((w @ w.T).clamp(-1, 1))
+    inter = pair.sum() / (k * (k - 1)) if k > 1 else torch.zeros(())
+    return (intra / inter).item() if inter > 0 else float("inf")
+
+
 def summarize(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor,
               classes: tuple[str, ...] | list[str]) -> dict:
     """Every figure `cl eval` reports, as plain Python numbers."""

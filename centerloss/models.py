@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .heads import build_head
+
 
 class PReLU(nn.PReLU):
     """nn.PReLU (same parameter, same checkpoints) whose bf16 training pass on the CPU is computed
@@ -107,7 +109,20 @@ MODEL_CLASSES = {"lenetspp": LeNetsPP, "seed": SeedNet, "resnet18": ResNet18}
 
 
 def build_model(name: str, num_classes: int = 10, feature_dim: int = 2, in_channels: int = 1,
-                image_size: int = 28) -> nn.Module:
+                image_size: int = 28, head: str = "softmax", margin: float | None = None,
+                scale: float | None = None) -> nn.Module:
+    """The named net; a margin head (heads.py) replaces its Linear classifier under the same name."""
     if name not in MODEL_CLASSES:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_CLASSES)}")
-    return MODEL_CLASSES[name](num_classes, feature_dim, in_channels, image_size)
+    model = MODEL_CLASSES[name](num_classes, feature_dim, in_channels, image_size)
+    if head != "softmax":
+        model.classifier = build_head(head, feature_dim, num_classes, margin, scale)
+        if isinstance(model.feature[-1], nn.PReLU):
+            # A margin head sees features only through their direction, and its gradient grows as
+            # 1 / ||x||: from the feature layer's first norms (about 0.02) the first steps threw
+            # every feature far out along one shared direction and training stalled there
+            # (measured: the seed net at chance on MNIST). BatchNorm instead of PReLU, the
+            # embedding of ArcFace's paper (FC + BN), takes away that shared offset and holds
+            # the norms near 1; ResNet-18's embedding is FC + BN already.
+            model.feature[-1] = nn.BatchNorm1d(feature_dim)
+    return model

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.patches
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -27,6 +28,7 @@ PANEL_INCHES = 4.4                              # one square panel of a comparis
 LEGEND_INCHES = 2.1                             # the legend column right of the panels
 DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "kmnist": "KMNIST"}
 MODEL_TITLES = {"lenetspp": "LeNets++", "seed": "seed net"}
+HEAD_TITLES = {"sphereface": "SphereFace", "cosface": "CosFace", "arcface": "ArcFace"}
 
 
 def figure_formats() -> list[str]:
@@ -77,12 +79,27 @@ def _fit_aspect(limits, box_ratio: float):
     return (x0, x1), (y0, y1)
 
 
-def draw_features(ax, frame: Frame, colors: np.ndarray, limits, projected: bool) -> None:
-    """One epoch's features, one color per class, its centers as large black-edged stars."""
+def head_title(cfg, settings: bool = True) -> str:
+    """The head of a run's config as a title says it: softmax, or the margin head (and its m, s)."""
+    if cfg.head == "softmax":
+        return "softmax"
+    return HEAD_TITLES[cfg.head] + (f" (m = {cfg.margin:g}, s = {cfg.scale:g})" if settings else "")
+
+
+def draw_features(ax, frame: Frame, colors: np.ndarray, limits, projected: bool,
+                  angular: bool = False) -> None:
+    """One epoch's features, one color per class, its centers as large black-edged stars; for
+    a margin head's normalised features the unit circle, and rays out to the class directions."""
     n = len(frame.labels)
+    if angular:
+        if not projected:
+            ax.add_patch(matplotlib.patches.Circle((0, 0), 1.0, fill=False, color="gray", lw=0.8))
+        for k, (x, y) in enumerate(frame.centers):
+            ax.plot([0, x], [0, y], color=colors[k], lw=0.9, alpha=0.7, zorder=0.5)
     # Draw in a fixed random order so that no class is always painted over the others.
     order = np.random.default_rng(0).permutation(n)
-    size = float(np.clip(30000 / max(n, 1), 2, 16))
+    # on the circle every point of a class falls on one arc: larger dots keep the arcs visible
+    size = float(np.clip((90000 if angular else 30000) / max(n, 1), 2, 16))
     ax.scatter(frame.points[order, 0], frame.points[order, 1], c=colors[frame.labels[order]],
                s=size, alpha=0.6, linewidths=0, rasterized=True)
     ax.scatter(frame.centers[:, 0], frame.centers[:, 1], c=colors[:len(frame.centers)], s=260,
@@ -92,16 +109,23 @@ def draw_features(ax, frame: Frame, colors: np.ndarray, limits, projected: bool)
     (x0, x1), (y0, y1) = _fit_aspect(limits, box.width * fig_w / (box.height * fig_h))
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
-    ax.set_xlabel("principal axis 1" if projected else "feature 1")
-    ax.set_ylabel("principal axis 2" if projected else "feature 2")
+    what = "normalised feature" if angular else "feature"
+    ax.set_xlabel("principal axis 1" if projected else f"{what} 1")
+    ax.set_ylabel("principal axis 2" if projected else f"{what} 2")
     ax.grid(True, alpha=0.25)
 
 
-def legend_handles(classes: list[str], colors: np.ndarray) -> list[Line2D]:
+def marks_label(views: list[RunFrames]) -> str:
+    kinds = {v.angular for v in views}
+    return ("class center" if kinds == {False} else "class direction" if kinds == {True}
+            else "center, or direction\n(margin heads)")
+
+
+def legend_handles(classes: list[str], colors: np.ndarray, marks: str = "class center") -> list[Line2D]:
     handles = [Line2D([], [], linestyle="", marker="o", markersize=8, color=colors[i], label=name)
                for i, name in enumerate(classes)]
     handles.append(Line2D([], [], linestyle="", marker="*", markersize=15, markerfacecolor="white",
-                          markeredgecolor="black", label="class center"))
+                          markeredgecolor="black", label=marks))
     return handles
 
 
@@ -118,9 +142,10 @@ def number(metrics: dict, key: str) -> str:
 def view_note(view: RunFrames, frame: Frame) -> str:
     """What the axes show: raw 2-D features, or the run's PCA and how much of the epoch it keeps."""
     p = view.projection
+    angular = "normalised features (the head's view; --raw for the features as learned)"
     if not p.is_pca:
-        return "2-D features as learned"
-    return (f"PCA of {p.feature_dim}-D features, fitted once on epoch {p.fitted_on}: "
+        return f"2-D {angular}" if view.angular else "2-D features as learned"
+    return (f"PCA of {p.feature_dim}-D {angular if view.angular else 'features'}, fitted once on epoch {p.fitted_on}: "
             f"shows {100 * frame.kept_variance:.0f}% of this epoch's variance")
 
 
@@ -131,7 +156,8 @@ def epoch_figure(view: RunFrames, epoch: int) -> Figure:
     colors = class_colors(len(view.classes))
     fig = Figure(figsize=EPOCH_SIZE, dpi=DPI)
     ax = fig.add_axes(EPOCH_AXES)
-    draw_features(ax, frame, colors, view.limits, view.projection.is_pca)
+    draw_features(ax, frame, colors, view.limits, view.projection.is_pca, view.angular)
+    head = "" if cfg.head == "softmax" else f"{head_title(cfg, False)}  ·  "
     if view.split == "train":   # the test split's figures would describe other points
         headline = (f"train ce {number(frame.metrics, 'train_ce')}, center "
                     f"{number(frame.metrics, 'train_center')} (epoch means)")
@@ -142,12 +168,14 @@ def epoch_figure(view: RunFrames, epoch: int) -> Figure:
         detail = (f"({len(frame.labels):,} points)  ·  nearest-center accuracy "
                   f"{percent(frame.metrics, 'nearest_center_accuracy')}  ·  compactness "
                   f"{number(frame.metrics, 'compactness')}")
-    fig.text(0.03, 0.955, f"{dataset_title(view.dataset)}  ·  λ = {cfg.lam:g}  ·  "
+    fig.text(0.03, 0.955, f"{dataset_title(view.dataset)}  ·  {head}λ = {cfg.lam:g}  ·  "
              f"epoch {epoch}/{cfg.epochs}  ·  {headline}", fontsize=13, weight="bold", va="center")
     fig.text(0.03, 0.905, f"{MODEL_TITLES.get(cfg.model, cfg.model)}, {view.split} split {detail}",
              fontsize=10, va="center")
-    fig.text(0.03, 0.87, view_note(view, frame), fontsize=9, color="dimgray", va="center")
-    fig.legend(handles=legend_handles(view.classes, colors), loc="center left",
+    note = view_note(view, frame)
+    fig.text(0.03, 0.87, note if cfg.head == "softmax" else f"{head_title(cfg)}  ·  {note}",
+             fontsize=9, color="dimgray", va="center")
+    fig.legend(handles=legend_handles(view.classes, colors, marks_label([view])), loc="center left",
                bbox_to_anchor=(0.72, 0.46), frameon=False, fontsize=10, title="class",
                alignment="left")
     return fig
@@ -224,6 +252,7 @@ def curves_figure(run: Path | str) -> Figure:
     epochs = [r["epoch"] for r in history]
     fig = Figure(figsize=(10.0, 7.0), dpi=DPI)
     fig.text(0.07, 0.96, f"{dataset_title(dataset)}  ·  {MODEL_TITLES.get(cfg.model, cfg.model)}  ·  "
+             f"{head_title(cfg)}  ·  "
              f"λ = {cfg.lam:g}, α = {cfg.alpha:g}  ·  {cfg.feature_dim}-D features  ·  "
              f"{len(history)} epoch{'' if len(history) == 1 else 's'}", fontsize=13, weight="bold",
              va="center")
@@ -280,25 +309,29 @@ def compare_figure(views: list[RunFrames], epochs: list[int], names: list[str]) 
     height = head + rows * (PANEL_INCHES + gap)
     fig = Figure(figsize=(width, height), dpi=DPI)
     colors = class_colors(len(classes))
+    mixed = any(v.config.head != "softmax" for v in views)   # then every panel names its head
     for i, (view, epoch, name) in enumerate(zip(views, epochs, names)):
         r, c = divmod(i, cols)
         left = (side + c * (PANEL_INCHES + side)) / width
         bottom = (height - head - (r + 1) * (PANEL_INCHES + gap) + 0.55) / height
         ax = fig.add_axes((left, bottom, PANEL_INCHES / width, PANEL_INCHES / height))
         frame = view.frame(epoch)
-        draw_features(ax, frame, colors, frame_limits([frame]), view.projection.is_pca)
+        limits = view.limits if view.angular else frame_limits([frame])
+        draw_features(ax, frame, colors, limits, view.projection.is_pca, view.angular)
         m = frame.metrics
         proj = (f", PCA of {view.projection.feature_dim}-D ({100 * frame.kept_variance:.0f}%)"
                 if view.projection.is_pca else "")
-        ax.set_title(f"λ = {view.config.lam:g}  ·  acc {percent(m, 'test_accuracy')}  ·  "
-                     f"compactness {number(m, 'compactness')}\n{name}, epoch {epoch}{proj}",
+        named = f"{head_title(view.config)}, " if mixed else ""
+        ax.set_title(f"{named}λ = {view.config.lam:g}  ·  "
+                     f"acc {percent(m, 'test_accuracy')}\ncompactness {number(m, 'compactness')}  ·  "
+                     f"angular {number(m, 'angular_compactness')}\n{name}, epoch {epoch}{proj}",
                      fontsize=10.5)
     same = len(set(epochs)) == 1
     fig.text(0.3 / width, 1 - 0.35 / height,
              f"{dataset_title(views[0].dataset)}, {views[0].split} split, "
              f"{'epoch ' + str(epochs[0]) if same else 'last epochs'}: features of "
              f"{len(views)} runs", fontsize=13, weight="bold", va="center")
-    fig.legend(handles=legend_handles(classes, colors), loc="center left",
+    fig.legend(handles=legend_handles(classes, colors, marks_label(views)), loc="center left",
                bbox_to_anchor=(1 - (LEGEND_INCHES - 0.1) / width, 0.5), frameon=False,
                fontsize=10, title="class", alignment="left")
     return fig

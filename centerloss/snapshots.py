@@ -15,9 +15,11 @@ import torch
 from . import checkpoint as ckpt_io
 from .config import Config
 from .errors import PlotError  # noqa: F401  (defined without torch, for the CLI)
+from .heads import is_angular
 
 SPLITS = ("test", "train")
 CLIP_QUANTILE = 0.001   # axis limits ignore the outermost 0.1% of points on each side
+UNIT_LIMITS = ((-1.2, 1.2), (-1.2, 1.2))   # normalised features: the unit circle and a margin
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Snapshot:
     centers: torch.Tensor                   # [C, D]
     features: dict[str, torch.Tensor]       # split -> [N, D]
     labels: dict[str, torch.Tensor]         # split -> [N]
+    class_weights: torch.Tensor | None = None   # [C, D] classifier weights; None before cl kept them
 
 
 def snapshot_path(run: Path | str, epoch: int) -> Path:
@@ -78,8 +81,12 @@ def load_snapshot(run: Path | str, epoch: int) -> Snapshot:
         raise PlotError(f"{path}: 'centers' missing or not of shape ({len(classes)}, {config.feature_dim})")
     if "test" not in features:
         raise PlotError(f"{path}: holds no test features")
+    weights = tensors.get("class_weights")
+    if weights is not None and tuple(weights.shape) != tuple(centers.shape):
+        raise PlotError(f"{path}: 'class_weights' not of shape ({len(classes)}, {config.feature_dim})")
     return Snapshot(epoch, config, classes, meta.get("dataset", config.dataset),
-                    metrics if isinstance(metrics, dict) else {}, centers.float(), features, labels)
+                    metrics if isinstance(metrics, dict) else {}, centers.float(), features, labels,
+                    None if weights is None else weights.float())
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,7 @@ class RunFrames:
     projection: Projection
     frames: dict[int, Frame]
     limits: tuple[tuple[float, float], tuple[float, float]]
+    angular: bool = False       # features normalised, and the frames' centers are class directions
 
     def frame(self, epoch: int) -> Frame:
         if epoch not in self.frames:
@@ -157,8 +165,13 @@ class RunFrames:
         return self.frames[epoch]
 
 
-def load_run(run: Path | str, split: str = "test", epochs: list[int] | None = None) -> RunFrames:
-    """Frames of the given epochs (default: all) of a run's split, limits taken over those frames."""
+def load_run(run: Path | str, split: str = "test", epochs: list[int] | None = None,
+             raw: bool = False) -> RunFrames:
+    """Frames of the given epochs (default: all) of a run's split, limits taken over those frames.
+
+    A run of a margin head is drawn as that head sees it, unless raw: every feature normalised
+    (on the unit circle when 2-D) and, in place of the centers, the class directions (its
+    classifier weights, or the directions of the centers in snapshots that lack the weights)."""
     if split not in SPLITS:
         raise PlotError(f"unknown split {split!r}; choose test or train")
     run = Path(run)
@@ -166,18 +179,28 @@ def load_run(run: Path | str, split: str = "test", epochs: list[int] | None = No
     for epoch in epochs or []:
         check_epoch(run, epoch)
     last = load_snapshot(run, present[-1])
-    projection = Projection.fit(last.features["test"], last.epoch)
+    angular = is_angular(last.config.head) and not raw
+    view = _unit if angular else (lambda x: x)
+    projection = Projection.fit(view(last.features["test"]), last.epoch)
     frames = {}
     for epoch in epochs or present:
         snap = last if epoch == last.epoch else load_snapshot(run, epoch)
         if split not in snap.features:
             raise PlotError(f"{snapshot_path(run, epoch)} holds no {split} features "
                             f"(the run kept snapshot_train=0); use --split test")
-        x = snap.features[split]
+        x = view(snap.features[split])
+        marks = snap.centers
+        if angular:
+            marks = _unit(snap.class_weights if snap.class_weights is not None else snap.centers)
         frames[epoch] = Frame(epoch, projection(x), snap.labels[split].numpy(),
-                              projection(snap.centers), snap.metrics, projection.kept_variance(x))
+                              projection(marks), snap.metrics, projection.kept_variance(x))
+    limits = UNIT_LIMITS if angular else frame_limits(list(frames.values()))
     return RunFrames(run, split, last.config, last.classes, last.dataset, present[-1], projection,
-                     frames, frame_limits(list(frames.values())))
+                     frames, limits, angular)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x.float(), dim=1)
 
 
 def frame_limits(frames: list[Frame]) -> tuple[tuple[float, float], tuple[float, float]]:

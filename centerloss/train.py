@@ -24,9 +24,10 @@ from .datasets import dataset_for
 from .device import autocast, infer, resolve_device, resolve_precision
 from .errors import Interrupted, TrainError
 from .guard import Guard, GuardEvent
+from .heads import Loss, softmax_loss, training_loss
 from .interrupt import StopRequest, stop_on_signals
 from .loss import CenterLoss
-from .metrics import compactness, nearest_center_accuracy
+from .metrics import angular_compactness, compactness, nearest_center_accuracy
 from .models import build_model
 from .recipe import Schedule, make_optimizer
 from .resume import EpochProgress
@@ -121,7 +122,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
     torch.manual_seed(cfg.seed)
     num_classes = len(ds.classes)
     c, h, w = ds.input_shape
-    model = build_model(cfg.model, num_classes, cfg.feature_dim, c, h)
+    model = build_model(cfg.model, num_classes, cfg.feature_dim, c, h, cfg.head, cfg.margin, cfg.scale)
     model = model.to(device, memory_format=torch.channels_last)
     net = distributed.wrap(model, ctx)   # what trains; `model` is what is evaluated and saved
     center_loss = CenterLoss(num_classes, cfg.feature_dim, cfg.alpha, ctx.group).to(device)
@@ -200,19 +201,21 @@ def check_finite(epoch: int, ce: float, center: float, model: torch.nn.Module,
 
 def train_step(forward: accel.Forward, center_loss: CenterLoss, optimizer: torch.optim.Optimizer,
                x: torch.Tensor, y: torch.Tensor, lam: float, lr: float, device: torch.device,
-               precision: str, scale: float = 1.0, clip: float = 0.0
+               precision: str, scale: float = 1.0, clip: float = 0.0,
+               head_loss: Loss = softmax_loss
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimisation step on a batch; returns (features, cross-entropy, center loss), still on
     the device. Nothing here reads a value back, so the host never waits for the device. `scale`
     multiplies the loss that is differentiated (DDP's shard weighting), not the losses returned.
     `clip` > 0 scales the gradient down to that norm when it is larger: the step a 2-D feature
     layer takes otherwise can throw the features far out in one batch and diverge (a 4,000-image
-    MNIST run did at a learning rate of 0.02). The norm stays on the device, so no sync."""
+    MNIST run did at a learning rate of 0.02). The norm stays on the device, so no sync.
+    `head_loss` turns (logits, labels) into the cross-entropy: a margin head's adds its margin."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast(device, precision):
         features, logits = forward(x.contiguous(memory_format=torch.channels_last))
-    ce = F.cross_entropy(logits.float(), y)
+    ce = head_loss(logits, y)
     center = center_loss(features, y)          # also moves the centers by Eq. 4
     loss = ce + lam * center
     if scale != 1.0:
@@ -235,6 +238,7 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
     epoch then goes on from the last good batch with a lower learning rate."""
     forward = forward or model
     guard = guard or Guard(model, center_loss.centers, optimizer, ctx)
+    head_loss = training_loss(model)
     model.train()
     center_loss.train()
     n = len(ds.train)
@@ -260,7 +264,7 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
             scale = y.shape[0] * ctx.world / m if ctx.world > 1 else 1.0
             features, ce, center = train_step(forward, center_loss, optimizer, x, y, cfg.lam,
                                               schedule(step + i) * guard.lr_scale, device,
-                                              precision, scale, cfg.grad_clip)
+                                              precision, scale, cfg.grad_clip, head_loss)
             guard.observe(ce + cfg.lam * center)
             cb.on_features(features.detach(), y, center_loss.centers)
             window.add(ce, center)
@@ -315,12 +319,14 @@ def evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out) -
     labels = ds.test.labels
     centers = center_loss.centers
     comp = compactness(features, centers, labels)
+    directions = model.classifier.weight.detach()
     record = {
         "test_ce": F.cross_entropy(logits, labels).item(),
         "test_center": 0.5 * (features - centers[labels]).pow(2).sum(1).mean().item(),
         "test_accuracy": (logits.argmax(1) == labels).float().mean().item(),
         "nearest_center_accuracy": nearest_center_accuracy(features, centers, labels),
         "intra_distance": comp["intra"], "inter_distance": comp["inter"], "compactness": comp["ratio"],
+        "angular_compactness": angular_compactness(features, directions, labels),
         "_test_snapshot": (features, labels),
     }
     if cfg.snapshot_train:   # the same train images every epoch, through the epoch's final model
@@ -335,7 +341,8 @@ def save_epoch(out: Path, model, center_loss, ds, cfg, epoch: int, record: dict)
     """Snapshot, epoch checkpoint, latest checkpoint, each file atomic. train() writes the history
     after these, so a run killed anywhere never lists an epoch whose files are not all there."""
     test_f, test_y = record.pop("_test_snapshot")
-    snap = {"test_features": test_f, "test_labels": test_y, "centers": center_loss.centers}
+    snap = {"test_features": test_f, "test_labels": test_y, "centers": center_loss.centers,
+            "class_weights": model.classifier.weight.detach()}   # the class directions of plots
     train_snap = record.pop("_train_snapshot", None)
     if train_snap is not None:
         snap["train_features"], snap["train_labels"] = train_snap

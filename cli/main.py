@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def load_app() -> typer.Typer:
     """The Typer app with every subcommand registered (importing a module registers its commands)."""
-    from . import plot_embed, train_eval  # noqa: F401  (register plot, embed, train, eval)
+    from . import export, plot_embed, train_eval  # noqa: F401  (register export, plot, embed, train, eval)
     from .app import app
     return app
 

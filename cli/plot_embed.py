@@ -46,13 +46,17 @@ def plot(
     metric: str = typer.Option("cosine", help="--roc: pair score, cosine or euclidean."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write; its extension picks the "
                                        "format (png, pdf, svg, jpg, ...; gif for --gif)."),
+    raw: bool = typer.Option(False, "--raw", help="Margin heads: draw the features as learned, not "
+                             "normalised onto the unit circle with the class directions."),
     fps: float = typer.Option(2.0, help="Epochs per second in the GIF (the last one is held 2 s)."),
 ) -> None:
     """Draw features of an epoch, a GIF of all epochs, curves, or runs side by side.
 
     By default the features of one epoch [RUN/plots/epoch_NNN.png]. Reads the run's stored
     feature snapshots, not the data set. Features wider than 2-D are drawn through one PCA
-    fitted per run, and the plot says so."""
+    fitted per run, and the plot says so. A margin head's run (--head sphereface, cosface or
+    arcface) is drawn as the head sees it: features normalised onto the unit circle, with rays
+    to the class directions; --raw draws the features as learned."""
     from centerloss import plots, snapshots
     modes = [name for name, on in (("--gif", gif), ("--curves", curves), ("--compare", compare),
                                                  ("--roc", roc)) if on]
@@ -78,15 +82,15 @@ def plot(
                                     f"verification ROC, {metric} score, 6000 test pairs")
         elif compare:
             epochs = [epoch if epoch is not None else snapshots.snapshot_epochs(r)[-1] for r in runs]
-            views = [snapshots.load_run(r, split, [e]) for r, e in zip(runs, epochs)]
+            views = [snapshots.load_run(r, split, [e], raw) for r, e in zip(runs, epochs)]
             fig = plots.compare_figure(views, epochs, [str(r) for r in runs])
             path = plots.save_figure(fig, out or runs[0] / "plots" / "compare.png")
         elif curves:
             path = plots.save_figure(plots.curves_figure(run), out or run / "plots" / "curves.png")
         elif gif:
-            path = plots.write_gif(snapshots.load_run(run, split), out or run / "plots" / "features.gif", fps)
+            path = plots.write_gif(snapshots.load_run(run, split, raw=raw), out or run / "plots" / "features.gif", fps)
         else:
-            view = snapshots.load_run(run, split)
+            view = snapshots.load_run(run, split, raw=raw)
             chosen = view.last_epoch if epoch is None else epoch
             path = plots.save_figure(plots.epoch_figure(view, chosen),
                                      out or run / "plots" / f"epoch_{chosen:03d}.png")

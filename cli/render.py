@@ -106,7 +106,9 @@ class TrainReporter(Callbacks):
         batches = -(-len(dataset.train) // cfg.batch_size)
         self.console.print(
             f"cl train: {cfg.model} on {dataset.name} ({len(dataset.train):,} train / "
-            f"{len(dataset.test):,} test), {cfg.feature_dim}-D features, lambda {cfg.lam:g}, "
+            f"{len(dataset.test):,} test), {cfg.feature_dim}-D features, "
+            f"{cfg.head if cfg.head == 'softmax' else f'{cfg.head} m {cfg.margin:g} s {cfg.scale:g}'}, "
+            f"lambda {cfg.lam:g}, "
             f"alpha {cfg.alpha:g}, {plural(cfg.epochs, 'epoch', 'epochs')} of {plural(batches, 'batch', 'batches')} of "
             f"{cfg.batch_size}, "
             f"{device.type} {precision}" + (f", {cpu.describe()}" if device.type == "cpu" else ""),

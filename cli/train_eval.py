@@ -32,6 +32,12 @@ def train(
     ctx: typer.Context,
     lam: float = typer.Option(0.1, "--lambda", help="Weight of the center loss; 0 trains softmax alone."),
     alpha: float = typer.Option(0.5, help="Center learning rate of Eq. 4, in (0, 1]."),
+    head: str = typer.Option(Config.head, help="Classifier: softmax (the paper's), or a margin head on "
+                                               "normalised features: sphereface, cosface, arcface."),
+    margin: Optional[float] = typer.Option(None, help="Margin of the head [default: the paper's: "
+                                           "sphereface 4 (an integer), cosface 0.35, arcface 0.5 rad]."),
+    scale: Optional[float] = typer.Option(None, help="Margin heads: s in s * cos(theta), in [1, 128] "
+                                          "[default: 64]."),
     epochs: int = typer.Option(Config.epochs, help="Passes over the training split."),
     batch_size: int = typer.Option(Config.batch_size, help="Images per batch."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate of SGD (Nesterov momentum, warm-up, "
@@ -80,8 +86,8 @@ def train(
 
     from .render import TrainReporter, epoch_line, plural   # here: render imports torch, --help must not
     data_dir = data_dir.resolve() if data_dir else None   # saved in the checkpoint: keep it valid elsewhere
-    values = dict(lam=lam, alpha=alpha, epochs=epochs, batch_size=batch_size, lr=lr,
-                  grad_clip=grad_clip, model=model,
+    values = dict(lam=lam, alpha=alpha, head=head, margin=margin, scale=scale, epochs=epochs,
+                  batch_size=batch_size, lr=lr, grad_clip=grad_clip, model=model,
                   feature_dim=feature_dim, dataset=dataset, data_dir=str(data_dir or ""),
                   image_size=image_size, channels=channels, memory_mb=memory_mb, workers=workers,
                   device=device, precision=precision, seed=seed, augment=augment,
@@ -222,14 +228,17 @@ def evaluate(
                       f"{plural(report['images'], 'image', 'images')} of {pairs}")
         print_verification(console, report["verification"], f"{metric} scores of the pairs in {pairs.name}")
         return
+    head = report["head"] if report["head"] == "softmax" else \
+        f"{report['head']} (m {report['margin']:g}, s {report['scale']:g})"
     console.print(f"{path}: {report['model']} on {report['dataset']} test split, "
-                  f"epoch {report['epoch']}, lambda {report['lambda']:g}")
+                  f"epoch {report['epoch']}, {head}, lambda {report['lambda']:g}")
     summary = Table(show_header=False, box=None)
     for label, key, fmt in (("accuracy (softmax)", "accuracy", "{:.2%}"),
                             ("accuracy (nearest center)", "nearest_center_accuracy", "{:.2%}"),
                             ("mean distance to own center", "intra_distance", "{:.4f}"),
                             ("mean distance between centers", "inter_distance", "{:.4f}"),
-                            ("compactness (intra / inter)", "compactness", "{:.4f}")):
+                            ("compactness (intra / inter)", "compactness", "{:.4f}"),
+                            ("angular compactness (by angle)", "angular_compactness", "{:.4f}")):
         summary.add_row(label, fmt.format(report[key]))
     console.print(summary)
     classes = list(report["per_class_accuracy"])

@@ -15,6 +15,9 @@ def test_readme_has_python_blocks():
 
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i + 1}" for i in range(len(BLOCKS))])
-def test_readme_python_block_runs(code, tmp_path, monkeypatch):
+def test_readme_python_block_runs(code, tmp_path, monkeypatch, runs):
     monkeypatch.chdir(tmp_path)          # whatever a block writes lands here
+    if "model.onnx" in code:             # the block that runs an export: `cl export` it first
+        from centerloss.export import export_onnx
+        export_onnx(runs["flat"] / "model.safetensors", tmp_path / "model.onnx")
     exec(compile(code, f"README.md python block", "exec"), {"__name__": "readme"})

@@ -1,0 +1,32 @@
+"""`cl export`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import USER_ERRORS, app, console, fail
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (*.onnx).", show_default=False),
+    run: Path = typer.Option(Path("params"), help="Run folder whose model to export."),
+    checkpoint: Optional[Path] = typer.Option(None, help="A checkpoint file; overrides --run and --epoch."),
+    epoch: Optional[int] = typer.Option(None, help="Epoch of the run [default: the latest]."),
+    overwrite: bool = typer.Option(False, help="Replace the output file if it exists."),
+) -> None:
+    """Write the trained network as ONNX: uint8 images [N, C, H, W] in, (features, logits) out.
+
+    The pixels (0-255) are normalised inside the graph as in training; the batch size is free.
+    The file's metadata_props hold the class names, the normalisation, the head and the config.
+    For margin heads the logits are s * cos(theta), without the margin (as in cl eval)."""
+    from centerloss import checkpoint as ckpt_io
+    from centerloss.export import ExportError, export_onnx
+    try:
+        path = ckpt_io.resolve(run, checkpoint, epoch)
+        meta = export_onnx(path, out, overwrite)
+    except (*USER_ERRORS, ExportError) as e:
+        fail(str(e))
+    console.print(f"wrote {out} from {path} (epoch {meta['epoch']}); input {meta['input']}")
