@@ -40,8 +40,9 @@ def train(
                                           "[default: 64]."),
     epochs: int = typer.Option(Config.epochs, help="Passes over the training split."),
     batch_size: int = typer.Option(Config.batch_size, help="Images per batch."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate of SGD (Nesterov momentum, warm-up, "
-                                       "cosine decay) [default: 0.05 * sqrt(batch size / 128)]."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate of SGD (Nesterov momentum, cosine decay "
+                                       "after a warm-up of half an epoch, at least 100 steps and at "
+                                       "most a fifth of the run) [default: 0.05 * sqrt(batch size / 128)]."),
     grad_clip: float = typer.Option(Config.grad_clip, help="Largest gradient norm of a step; 0 turns "
                                     "clipping off."),
     model: str = typer.Option("lenetspp", help="lenetspp (the paper's net), seed (the blog's lighter net) "
