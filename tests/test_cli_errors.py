@@ -18,6 +18,7 @@ from centerloss import checkpoint as ckpt_io
 from centerloss.train import train
 from cli.main import app
 from tinyrun import cli_flags, make_data, tiny_config
+from clicheck import assert_one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +119,7 @@ def test_bad_input_is_one_line_and_nonzero(world, monkeypatch, tmp_path, case, a
     monkeypatch.chdir(tmp_path)          # the default --out, params/, lands here, not in the repo
     before = fingerprint(world["run"])
     result = invoke([a.format(**world) for a in args])
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert text in lines[0]
-    assert "Traceback" not in result.output
+    assert_one_line_error(result, code, text)
     assert fingerprint(world["run"]) == before         # nothing on disk lost or changed
 
 

@@ -22,6 +22,7 @@ from centerloss.train import train
 from idxdata import make_dataset, write_idx_images, write_idx_labels
 from test_cli_errors import fingerprint, invoke
 from tinyrun import cli_flags, make_data, tiny_config
+from clicheck import assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,11 +153,7 @@ def test_each_class_fails_in_one_line_and_changes_nothing(world, monkeypatch, tm
     monkeypatch.chdir(tmp_path)
     before = fingerprint(world["root"])
     result = invoke([a.format(**world) for a in args])
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert text in lines[0]
-    assert "Traceback" not in result.output
+    assert_one_line_error(result, code, text)
     assert fingerprint(world["root"]) == before        # run, data and inputs all as they were
     assert not (world["root"] / "stranger").exists()   # nothing made where a checkpoint pointed
 
