@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import platform
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from centerloss import cpu
 from centerloss import data as data_mod
 from centerloss.config import Config
 from centerloss.datasets import dataset_for
@@ -78,20 +78,6 @@ def subset(ds: data_mod.Dataset, n: int, seed: int) -> data_mod.Dataset:
     return dataclasses.replace(ds, train=train_split)
 
 
-def cpu_line() -> str:
-    model = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags"))
-        have = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f" {f}" in flags]
-    except (OSError, StopIteration):
-        have = []
-    return f"{model} ({', '.join(have) or 'flags unknown'}), {torch.get_num_threads()} threads"
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train a grid of configurations; one row per cell.")
     p.add_argument("--data-dir", default="", help="folder with the data set's files")
@@ -115,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"error: cell {cell}: {e}")
     print(f"sweep: {len(grid)} cells, {args.epochs} epochs each, "
           f"{'subset of ' + str(args.subset) if args.subset else 'whole'} training split; "
-          f"{cpu_line()}; torch {torch.__version__}", flush=True)
+          f"{cpu.summary()}, {torch.get_num_threads()} threads; torch {torch.__version__}", flush=True)
     header = (f"{'cell':<40} {'lr':>7} {'acc':>7} {'center':>7} {'compact':>8} {'guard':>5} "
               f"{'status':<9} {'seconds':>8}")
     print(header)

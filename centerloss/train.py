@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from pathlib import Path
 
@@ -184,21 +183,6 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
     return history
 
 
-def check_finite(epoch: int, ce: float, center: float, model: torch.nn.Module,
-                 centers: torch.Tensor) -> None:
-    """TrainError if the losses or any weight or center is NaN or infinite. One host sync, so it
-    runs where training waits for the device anyway: at the end of an epoch or of a run that stops.
-    Checking every batch would stall the GPU each step; a NaN, once there, stays in the summed
-    losses and the weights, so the end of the epoch still catches it before anything is saved."""
-    tensors = [p.detach() for p in model.parameters()] + [centers]
-    weights_ok = bool(torch.stack([t.isfinite().all() for t in tensors]).all())
-    if not (math.isfinite(ce) and math.isfinite(center) and weights_ok):
-        raise TrainError(f"epoch {epoch}: the loss became non-finite (cross-entropy {ce}, "
-                         f"center loss {center}{'' if weights_ok else ', weights not finite'}); "
-                         f"train again with a lower --lr or --lambda. "
-                         f"Epochs before {epoch} are saved.")
-
-
 def train_step(forward: accel.Forward, center_loss: CenterLoss, optimizer: torch.optim.Optimizer,
                x: torch.Tensor, y: torch.Tensor, lam: float, lr: float, device: torch.device,
                precision: str, scale: float = 1.0, clip: float = 0.0,
@@ -294,7 +278,6 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
     distributed.average_(totals.sums, ctx)            # every rank sees the same epoch losses
     train_ce, train_center = totals.read()            # waits for the device: the epoch is done
     seconds = time.perf_counter() - start
-    check_finite(epoch, train_ce, train_center, model, center_loss.centers)
     record = {"epoch": epoch, "train_ce": train_ce, "train_center": train_center,
               "train_seconds": seconds, "train_images_per_s": seen / seconds,
               "lr": schedule(step + batches - 1) * guard.lr_scale}
