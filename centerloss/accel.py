@@ -12,11 +12,9 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from .errors import CompileError
+
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-class CompileError(Exception):
-    """torch.compile cannot work here; the message says what is missing."""
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
 from .config import Config
-from .errors import CheckpointError  # noqa: F401  (defined without torch, for the CLI)
+from .errors import CheckpointError, MissingEpoch, WriteError
 from .safeio import HeaderError, read_header
 
 FORMAT = "cl-checkpoint/1"
@@ -30,13 +30,6 @@ FEATURES_FORMAT = "cl-features/1"
 
 def epoch_name(epoch: int) -> str:
     return f"epoch_{epoch:03d}.safetensors"
-
-
-class WriteError(OSError):
-    """A file could not be written (a full disk, say); the message names it."""
-
-    def __str__(self) -> str:
-        return f"cannot write {self.filename} ({self.strerror})"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -239,9 +232,7 @@ def resolve(run: Path | str = "params", checkpoint: Path | str | None = None, ep
         return run / "model.safetensors"
     path = run / "epochs" / epoch_name(epoch)
     if not path.is_file():
-        have = available_epochs(run)
-        listed = ", ".join(map(str, have)) if have else "none"
-        raise CheckpointError(f"{run} has no epoch {epoch}; epochs present: {listed}")
+        raise MissingEpoch(run, epoch, available_epochs(run))
     return path
 
 
@@ -272,4 +263,7 @@ def read_history(run: Path | str) -> list[dict]:
     path = Path(run) / "history.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from e

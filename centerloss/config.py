@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 from . import limits
+from .errors import OptionError
 
 MODELS = ("lenetspp", "seed", "resnet18")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -55,39 +56,39 @@ class Config:
             self.scale = DEFAULT_SCALE if self.scale is None else self.scale
 
     def validate(self) -> None:
-        """Raise ValueError with a one-line message naming the bad value and the fix."""
+        """Raise OptionError with a one-line message naming the bad value and the fix."""
         from .data import DATASET_NAMES   # here, not at the top: data imports torch, --help must not
         if not self.lam >= 0:
-            raise ValueError(f"--lambda must be >= 0 (0 is softmax alone), got {self.lam}")
+            raise OptionError(f"--lambda must be >= 0 (0 is softmax alone), got {self.lam}")
         if not 0 < self.alpha <= 1:
-            raise ValueError(f"--alpha must be in (0, 1], got {self.alpha}")
+            raise OptionError(f"--alpha must be in (0, 1], got {self.alpha}")
         if self.epochs < 1:
-            raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
+            raise OptionError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise OptionError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.feature_dim < 1:
-            raise ValueError(f"--feature-dim must be at least 1, got {self.feature_dim}")
+            raise OptionError(f"--feature-dim must be at least 1, got {self.feature_dim}")
         if self.augment < 0:
-            raise ValueError(f"--augment must be >= 0 pixels, got {self.augment}")
+            raise OptionError(f"--augment must be >= 0 pixels, got {self.augment}")
         if self.dataset not in DATASET_NAMES:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASET_NAMES)}")
+            raise OptionError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASET_NAMES)}")
         if self.image_size < 0 or 0 < self.image_size < 8:
-            raise ValueError(f"--image-size must be at least 8 pixels (0: the data set's own), "
+            raise OptionError(f"--image-size must be at least 8 pixels (0: the data set's own), "
                              f"got {self.image_size}")
         if self.channels not in (0, 1, 3):
-            raise ValueError(f"--channels must be 1, 3 or 0 (auto), got {self.channels}")
+            raise OptionError(f"--channels must be 1, 3 or 0 (auto), got {self.channels}")
         if self.memory_mb < 0:
-            raise ValueError(f"--memory-mb must be >= 0 (0: a quarter of free memory), got {self.memory_mb}")
+            raise OptionError(f"--memory-mb must be >= 0 (0: a quarter of free memory), got {self.memory_mb}")
         if self.workers < -1:
-            raise ValueError(f"--workers must be >= 0, or -1 for cores - 1, got {self.workers}")
+            raise OptionError(f"--workers must be >= 0, or -1 for cores - 1, got {self.workers}")
         from .heads import check_head
         check_head(self.head, self.margin, self.scale)
         if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
+            raise OptionError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+            raise OptionError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.device not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
+            raise OptionError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
         limits.check_config(self)   # every float finite, every size inside its range
 
     def to_json(self) -> str:
@@ -98,11 +99,11 @@ class Config:
         """Read a config saved by to_json; unknown keys (from a newer cl) are an error."""
         raw = json.loads(text)
         if not isinstance(raw, dict):
-            raise ValueError("config metadata is not a JSON object")
+            raise OptionError("config metadata is not a JSON object")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(raw) - names
         if unknown:
-            raise ValueError(f"config metadata has unknown keys: {', '.join(sorted(unknown))}")
+            raise OptionError(f"config metadata has unknown keys: {', '.join(sorted(unknown))}")
         cfg = cls(**raw)
         cfg.validate()
         return cfg

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .errors import DataError  # noqa: F401  (defined without torch, for the CLI)
+from .errors import DataError, OptionError
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class Dataset:
 
     def split(self, name: str) -> Split:
         if name not in ("train", "test"):
-            raise ValueError(f"unknown split {name!r}; choose train or test")
+            raise OptionError(f"unknown split {name!r}; choose train or test")
         return self.train if name == "train" else self.test
 
     @property

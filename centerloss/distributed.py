@@ -18,9 +18,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-
-class DistributedError(Exception):
-    """The distributed run cannot start; the message says why and what to do."""
+from .errors import DistributedError
 
 
 @dataclass(frozen=True)

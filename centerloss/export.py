@@ -15,15 +15,12 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt_io
+from .errors import ExportError
 from .pairs import normalization_of
 
 INPUT = "images"
 OUTPUTS = ("features", "logits")
 OPSET = 18
-
-
-class ExportError(Exception):
-    """The model cannot be exported as asked; the message says why and what to do."""
 
 
 class UInt8Input(nn.Module):

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import OptionError
+
 HEADS = ("softmax", "sphereface", "cosface", "arcface")
 ANGULAR_HEADS = HEADS[1:]
 # The papers' margins and scale: A-Softmax m = 4; CosFace m = 0.35, s = 64; ArcFace m = 0.5,
@@ -47,21 +49,21 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def check_head(head: str, margin: float | None, scale: float | None) -> None:
-    """ValueError with a one-line message if the head or its settings are out of range."""
+    """OptionError with a one-line message if the head or its settings are out of range."""
     if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
+        raise OptionError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
     if head == "softmax":
         if margin is not None or scale is not None:
-            raise ValueError("--margin and --scale apply to the margin heads; pass --head "
+            raise OptionError("--margin and --scale apply to the margin heads; pass --head "
                              "sphereface, cosface or arcface, or drop them")
         return
     lo, hi = MARGIN_RANGE[head]
     if margin is None or not lo <= margin <= hi or (head == "sphereface" and margin != int(margin)):
         kind = "an integer" if head == "sphereface" else "a number"
-        raise ValueError(f"--margin for {head} must be {kind} in [{lo:g}, {hi:g}] "
+        raise OptionError(f"--margin for {head} must be {kind} in [{lo:g}, {hi:g}] "
                          f"(the paper's: {DEFAULT_MARGIN[head]:g}), got {margin}")
     if scale is None or not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
-        raise ValueError(f"--scale must be in [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}] "
+        raise OptionError(f"--scale must be in [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}] "
                          f"(the papers': {DEFAULT_SCALE:g}), got {scale}")
 
 

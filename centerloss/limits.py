@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from .errors import OptionError
+
 # flag -> (lowest, highest, what the bounds mean). The upper bounds are far above any sensible
 # run and far below what would exhaust a machine.
 RANGES: dict[str, tuple[float, float, str]] = {
@@ -47,15 +49,15 @@ def flag_of(field: str) -> str:
 
 
 def check(flag: str, value: float | int) -> None:
-    """ValueError naming the flag, the value and the range it accepts, unless value lies in it."""
+    """OptionError naming the flag, the value and the range it accepts, unless value lies in it."""
     lo, hi, note = RANGES[flag]
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{flag} must be a finite number, got {value}")
+        raise OptionError(f"{flag} must be a finite number, got {value}")
     low_ok = value > lo if flag in OPEN_BELOW else value >= lo
     if not (low_ok and value <= hi):
         bracket = "(" if flag in OPEN_BELOW else "["
         why = f" ({note})" if note else ""
-        raise ValueError(f"{flag} must be in {bracket}{_num(lo)}, {_num(hi)}]{why}, got {_num(value)}")
+        raise OptionError(f"{flag} must be in {bracket}{_num(lo)}, {_num(hi)}]{why}, got {_num(value)}")
 
 
 def _num(v: float | int) -> str:
@@ -70,7 +72,7 @@ def check_config(cfg: object) -> None:
             continue
         flag = flag_of(f.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{flag} must be a finite number, got {value}")
+            raise OptionError(f"{flag} must be a finite number, got {value}")
         if flag in RANGES:
             check(flag, value)
 

@@ -18,6 +18,7 @@ import torch
 from . import checkpoint as ckpt_io
 from .checkpoint import CheckpointError
 from .config import Config
+from .errors import OptionError
 from .runfolder import RESUME
 from .safeio import HeaderError, read_header
 
@@ -140,12 +141,12 @@ def resume_config(saved: Config, given: dict[str, object], epoch: int, batch: in
         if name in FREE_ON_RESUME:
             setattr(cfg, name, value)
         elif value != getattr(saved, name):
-            raise ValueError(f"{_flag(name)} {value} conflicts with the run being resumed, which "
+            raise OptionError(f"{_flag(name)} {value} conflicts with the run being resumed, which "
                              f"has {_flag(name)} {getattr(saved, name)}; drop the flag, or train "
                              f"a new run elsewhere with --out")
     begun = epoch if batch > 0 else epoch - 1
     if cfg.epochs < begun:
-        raise ValueError(f"--epochs {cfg.epochs} is fewer than the {begun} "
+        raise OptionError(f"--epochs {cfg.epochs} is fewer than the {begun} "
                          f"epoch{'' if begun == 1 else 's'} the run has begun; pass --epochs "
                          f"{begun} or more")
     cfg.validate()

@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .checkpoint import atomic_write
+from .errors import FigureFormatError
 from .verification import FARS, auc
 
 Curve = tuple[torch.Tensor, torch.Tensor]     # (false accept rates, true accept rates)
@@ -54,7 +55,7 @@ def save_roc(path: Path | str, curves: Mapping[str, Curve], title: str = "") -> 
     fmt = path.suffix.lower().lstrip(".")
     supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
     if fmt not in supported:
-        raise ValueError(f"{path}: cannot write a figure as {fmt or 'a file without extension'!r}; "
+        raise FigureFormatError(f"{path}: cannot write a figure as {fmt or 'a file without extension'!r}; "
                          f"use one of: {', '.join(sorted(supported))}")
     buf = io.BytesIO()
     roc_figure(curves, title).savefig(buf, format=fmt, facecolor="white")
@@ -68,14 +69,13 @@ def snapshot_curves(runs: list[Path], epoch: int | None = None, metric: str = "c
     stored snapshot at `epoch` (default: the run's last): no data set and no forward pass."""
     import json
 
-    from .snapshots import PlotError, snapshot_epochs, snapshot_path
+    from .snapshots import PlotError, check_epoch, snapshot_epochs, snapshot_path
     from .verification import verify_features
     curves = {}
     for run in runs:
         present = snapshot_epochs(run)
         chosen = present[-1] if epoch is None else epoch
-        if chosen not in present:
-            raise PlotError(f"{run} has no epoch {chosen}; epochs present: {', '.join(map(str, present))}")
+        check_epoch(run, chosen)
         from .checkpoint import read_tensors
         tensors, meta = read_tensors(snapshot_path(run, chosen))
         if "test_features" not in tensors or "test_labels" not in tensors:

@@ -14,7 +14,7 @@ import torch
 
 from . import checkpoint as ckpt_io
 from .config import Config
-from .errors import PlotError  # noqa: F401  (defined without torch, for the CLI)
+from .errors import MissingEpoch, PlotError
 from .heads import is_angular
 
 SPLITS = ("test", "train")
@@ -52,7 +52,7 @@ def snapshot_epochs(run: Path | str) -> list[int]:
 def check_epoch(run: Path | str, epoch: int) -> None:
     epochs = snapshot_epochs(run)
     if epoch not in epochs:
-        raise PlotError(f"{run} has no epoch {epoch}; epochs present: {', '.join(map(str, epochs))}")
+        raise MissingEpoch(run, epoch, epochs)
 
 
 def load_snapshot(run: Path | str, epoch: int) -> Snapshot:
@@ -160,8 +160,7 @@ class RunFrames:
 
     def frame(self, epoch: int) -> Frame:
         if epoch not in self.frames:
-            have = ", ".join(map(str, self.frames))
-            raise PlotError(f"{self.run} has no epoch {epoch}; epochs present: {have}")
+            raise MissingEpoch(self.run, epoch, list(self.frames))
         return self.frames[epoch]
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .errors import OptionError, VerificationError
+
 METRICS = ("cosine", "euclidean")
 FARS = (1e-3, 1e-2)
 
@@ -22,7 +24,7 @@ def pair_scores(a: torch.Tensor, b: torch.Tensor, metric: str = "cosine") -> tor
         return torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)
     if metric == "euclidean":
         return -(a - b).norm(dim=1)
-    raise ValueError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    raise OptionError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
 
 
 def roc(scores: torch.Tensor, same: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -32,7 +34,7 @@ def roc(scores: torch.Tensor, same: torch.Tensor) -> tuple[torch.Tensor, torch.T
     scores, same = scores.double().cpu(), same.bool().cpu()
     positives, negatives = int(same.sum()), int((~same).sum())
     if positives == 0 or negatives == 0:
-        raise ValueError(f"verification needs matching and non-matching pairs, got "
+        raise VerificationError(f"verification needs matching and non-matching pairs, got "
                          f"{positives} and {negatives}")
     order = torch.argsort(scores, descending=True, stable=True)
     s, y = scores[order], same[order].double()
@@ -107,10 +109,10 @@ def kfold_accuracy(scores: torch.Tensor, same: torch.Tensor, folds: int = 10
     Returns (mean accuracy, its standard deviation over the folds, the thresholds)."""
     scores, same = scores.double().cpu(), same.bool().cpu()
     if folds < 2:
-        raise ValueError(f"k-fold accuracy needs at least 2 folds, got {folds}")
+        raise OptionError(f"k-fold accuracy needs at least 2 folds, got {folds}")
     fewest = min(int(same.sum()), int((~same).sum()))
     if folds > fewest:   # a fold without both kinds has no threshold worth the name (-inf)
-        raise ValueError(f"--folds {folds} is more than the {fewest} pairs of the scarcer kind "
+        raise VerificationError(f"--folds {folds} is more than the {fewest} pairs of the scarcer kind "
                          f"(matching or not); every fold needs both: use --folds {max(2, fewest)} "
                          f"or fewer, or more pairs")
     ids = fold_ids(same, folds)
@@ -166,7 +168,7 @@ def draw_pairs(labels: torch.Tensor, n_pairs: int, seed: int = 0
     starts = torch.cumsum(counts, 0) - counts
     eligible = torch.nonzero(counts[by_class] >= 2).squeeze(1)
     if eligible.numel() == 0 or int((counts > 0).sum()) < 2:
-        raise ValueError("drawing pairs needs a class with two images and at least two classes")
+        raise VerificationError("drawing pairs needs a class with two images and at least two classes")
     n_same = n_pairs // 2
     n_diff = n_pairs - n_same
     a = eligible[torch.randint(eligible.numel(), (n_same,), generator=g)]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from typing import Any, NoReturn, Sequence
 
 import typer
@@ -9,7 +10,9 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 # errors, not checkpoint/data/train: those import torch, and `cl --help` must answer without it
-from centerloss.errors import CheckpointError, DataError, TrainError
+from centerloss.errors import ClError
+
+from .streams import StdoutGone
 
 try:  # typer vendors click since 0.2x; an older typer raises click's own exceptions
     from typer._click.exceptions import ClickException, UsageError
@@ -20,14 +23,19 @@ except ImportError:
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-# What a user can cause (bad flags, missing files, broken checkpoints): one line, no traceback.
-USER_ERRORS = (DataError, TrainError, CheckpointError, ValueError, OSError)
+# What anything else that escapes a command is: a bug, shown with its traceback and this line.
+REPORT = ("error: this is a bug in cl, not a problem with what you gave it; please report it "
+          "with the command you ran and the traceback above")
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
+def say_error(message: str) -> None:
     # a path that is not UTF-8 must not turn the message itself into an encoding error
     text = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     err_console.print(f"error: {text}", markup=False)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    say_error(message)
     raise typer.Exit(code)
 
 
@@ -55,6 +63,15 @@ class OneLineErrors(TyperGroup):
             sys.exit(e.exit_code)
         except typer.Abort:
             err_console.print("error: aborted", markup=False)
+            sys.exit(1)
+        except ClError as e:           # what a user can cause and fix: one line, no traceback
+            say_error(str(e))
+            sys.exit(e.exit_code)
+        except StdoutGone:             # the terminal, not cl: main() says it in one line
+            raise
+        except Exception:              # a bug: the traceback, for the report it asks for
+            traceback.print_exc()
+            err_console.print(REPORT, markup=False)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .app import USER_ERRORS, app, console, fail
+from .app import app, console
 
 
 @app.command()
@@ -23,10 +23,7 @@ def export(
     The file's metadata_props hold the class names, the normalisation, the head and the config.
     For margin heads the logits are s * cos(theta), without the margin (as in cl eval)."""
     from centerloss import checkpoint as ckpt_io
-    from centerloss.export import ExportError, export_onnx
-    try:
-        path = ckpt_io.resolve(run, checkpoint, epoch)
-        meta = export_onnx(path, out, overwrite)
-    except (*USER_ERRORS, ExportError) as e:
-        fail(str(e))
+    from centerloss.export import export_onnx
+    path = ckpt_io.resolve(run, checkpoint, epoch)
+    meta = export_onnx(path, out, overwrite)
     console.print(f"wrote {out} from {path} (epoch {meta['epoch']}); input {meta['input']}")

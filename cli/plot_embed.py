@@ -8,23 +8,18 @@ from typing import Optional
 import typer
 
 from centerloss import limits
-from centerloss.errors import EmbedError, PlotError
+from centerloss.errors import ClError
 
-from .app import USER_ERRORS, app, console, fail
-
-ERRORS = (*USER_ERRORS, PlotError, EmbedError)
+from .app import app, console, fail
 
 
 def check_numbers(*given: tuple[str, float | None], split: str | None = None) -> None:
     """Usage errors (exit 2) for a number outside its range (limits.RANGES) or an unknown split."""
     if split is not None and split not in ("train", "test"):
         fail(f"--split must be train or test, got {split!r}", 2)
-    try:
-        for flag, value in given:
-            if value is not None:
-                limits.check(flag, value)
-    except ValueError as e:
-        fail(str(e), 2)
+    for flag, value in given:
+        if value is not None:
+            limits.check(flag, value)
 
 
 @app.command()
@@ -94,7 +89,7 @@ def plot(
             chosen = view.last_epoch if epoch is None else epoch
             path = plots.save_figure(plots.epoch_figure(view, chosen),
                                      out or run / "plots" / f"epoch_{chosen:03d}.png")
-    except ERRORS as e:
+    except ClError as e:       # found while working: exit 1, whatever the kind
         fail(str(e))
     console.print(f"wrote {path}")
 
@@ -165,7 +160,7 @@ def embed(
             emb = embed_mod.embed_split(path, split or "test", str(data_dir) if data_dir else None,
                                         device, precision, batch_size)
         embed_mod.write_embedding(emb, out, overwrite)
-    except ERRORS as e:
+    except ClError as e:       # found while working: exit 1, whatever the kind
         fail(str(e))
     n, d = emb.features.shape
     images_n = f"{n:,} image{'' if n == 1 else 's'}"

@@ -15,7 +15,9 @@ from centerloss.config import Config
 from centerloss import limits
 from centerloss.limits import tidy_json
 
-from .app import USER_ERRORS, app, console, err_console, fail
+from centerloss.errors import ClError, WriteError
+
+from .app import app, console, err_console, fail
 from .streams import StdoutGone
 
 MAX_CONFUSION_CLASSES = 30   # a wider confusion table does not fit a terminal
@@ -106,18 +108,13 @@ def train(
             fail(problem, 2)
     if live and not console.is_terminal:
         err_console.print("note: --live draws on a terminal only; stdout is not one, so no view is shown")
-    try:
-        if resume:
-            saved, epoch, batch = resume_mod.peek(out)
-            cfg = resume_mod.resume_config(saved, {k: v for k, v in values.items() if _given(ctx, k)},
-                                           epoch, batch)
-        else:
-            cfg = Config(**values)
-            cfg.validate()
-    except ValueError as e:
-        fail(str(e), 2)
-    except USER_ERRORS as e:
-        fail(str(e))
+    if resume:
+        saved, epoch, batch = resume_mod.peek(out)
+        cfg = resume_mod.resume_config(saved, {k: v for k, v in values.items() if _given(ctx, k)},
+                                       epoch, batch)
+    else:
+        cfg = Config(**values)
+        cfg.validate()
     if resume:
         if epoch > cfg.epochs:
             (err_console if as_json else console).print(   # --json keeps stdout for JSON only
@@ -145,12 +142,12 @@ def train(
     except StdoutGone as e:        # `cl train --json | head -1`: the files are the run, not stdout
         reporter.close()
         fail(f"{e}; training stopped, and {saved_so_far(out)}")
-    except OSError as e:           # a full disk, say: what is saved, and how to go on
+    except WriteError as e:        # a full disk, say: what is saved, and how to go on
         reporter.close()
         fail(f"{e}; {saved_so_far(out)}" if main else f"rank {os.environ.get('RANK')}: {e}")
-    except USER_ERRORS as e:
+    except ClError as e:
         reporter.close()
-        fail(str(e) if main else f"rank {os.environ.get('RANK')}: {e}")
+        fail(str(e) if main else f"rank {os.environ.get('RANK')}: {e}", e.exit_code)
     if not main:
         return
     last = records[-1]
@@ -204,14 +201,11 @@ def evaluate(
              "pass one of them", 2)
     if images_dir is not None and pairs is None:
         fail("--images-dir is where the paths of --pairs start; pass --pairs too", 2)
+    checks = [("--num-pairs", num_pairs), ("--folds", folds), ("--pair-seed", pair_seed)]
+    for flag, value in checks + ([("--epoch", epoch)] if epoch is not None else []):
+        limits.check(flag, value)
+    path = ckpt_io.resolve(run, checkpoint, epoch)
     try:
-        checks = [("--num-pairs", num_pairs), ("--folds", folds), ("--pair-seed", pair_seed)]
-        for flag, value in checks + ([("--epoch", epoch)] if epoch is not None else []):
-            limits.check(flag, value)
-    except ValueError as e:
-        fail(str(e), 2)
-    try:
-        path = ckpt_io.resolve(run, checkpoint, epoch)
         if pairs is not None:
             from centerloss.pairs import evaluate_pairs
             report, _ = evaluate_pairs(path, pairs, images_dir, metric, folds, device)
@@ -219,7 +213,7 @@ def evaluate(
             report = evaluate_checkpoint(path, data_dir=str(data_dir) if data_dir else None, device=device,
                                          verify_pairs=num_pairs if verify else 0, pair_seed=pair_seed,
                                          metric=metric, folds=folds)
-    except USER_ERRORS as e:
+    except ClError as e:       # the work is done, so a bad value found now is not a usage error
         fail(str(e))
     if as_json:
         print(json.dumps(tidy_json(report), indent=2))
