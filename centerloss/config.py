@@ -57,7 +57,7 @@ class Config:
 
     def validate(self) -> None:
         """Raise OptionError with a one-line message naming the bad value and the fix."""
-        from .data import DATASET_NAMES   # here, not at the top: data imports torch, --help must not
+        from .options import check   # here: options reads this module's defaults
         if not self.lam >= 0:
             raise OptionError(f"--lambda must be >= 0 (0 is softmax alone), got {self.lam}")
         if not 0 < self.alpha <= 1:
@@ -70,8 +70,7 @@ class Config:
             raise OptionError(f"--feature-dim must be at least 1, got {self.feature_dim}")
         if self.augment < 0:
             raise OptionError(f"--augment must be >= 0 pixels, got {self.augment}")
-        if self.dataset not in DATASET_NAMES:
-            raise OptionError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(DATASET_NAMES)}")
+        check("--dataset", self.dataset)
         if self.image_size < 0 or 0 < self.image_size < 8:
             raise OptionError(f"--image-size must be at least 8 pixels (0: the data set's own), "
                              f"got {self.image_size}")
@@ -83,12 +82,9 @@ class Config:
             raise OptionError(f"--workers must be >= 0, or -1 for cores - 1, got {self.workers}")
         from .heads import check_head
         check_head(self.head, self.margin, self.scale)
-        if self.model not in MODELS:
-            raise OptionError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
-        if self.precision not in PRECISIONS:
-            raise OptionError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
-        if self.device not in DEVICES:
-            raise OptionError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
+        for flag, value in (("--model", self.model), ("--precision", self.precision),
+                            ("--device", self.device)):
+            check(flag, value)
         limits.check_config(self)   # every float finite, every size inside its range
 
     def to_json(self) -> str:

@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .errors import DataError, OptionError
+from .options import DATASET_NAMES  # every --dataset name: the idx family here, and the rest
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,6 @@ def default_data_dir() -> Path:
 # Per-channel statistics: a float for one channel (the MNIST family), a tuple for several.
 Stats = float | Sequence[float]
 
-# Every --dataset name: the idx family above, then the ones with loaders of their own.
-DATASET_NAMES = (*DATASETS, "cifar10", "folder")
 
 
 @dataclass

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import OptionError
+from .options import HEADS     # the --head choices, listed with the option
 
-HEADS = ("softmax", "sphereface", "cosface", "arcface")
 ANGULAR_HEADS = HEADS[1:]
 # The papers' margins and scale: A-Softmax m = 4; CosFace m = 0.35, s = 64; ArcFace m = 0.5,
 # s = 64. SphereFace's paper scales by the feature norm; its normalised form uses s like the others.

@@ -40,14 +40,6 @@ RANGES: dict[str, tuple[float, float, str]] = {
 }
 # Where 0 itself is outside the range but the bound is written 0: (0, x] rather than [0, x].
 OPEN_BELOW = {"--alpha", "--lr"}
-# Config field -> flag, where the flag is not the field's name with dashes.
-FIELD_FLAGS = {"lam": "--lambda", "compile": "--compile"}
-
-
-def flag_of(field: str) -> str:
-    return FIELD_FLAGS.get(field, "--" + field.replace("_", "-"))
-
-
 def check(flag: str, value: float | int) -> None:
     """OptionError naming the flag, the value and the range it accepts, unless value lies in it."""
     lo, hi, note = RANGES[flag]
@@ -66,6 +58,7 @@ def _num(v: float | int) -> str:
 
 def check_config(cfg: object) -> None:
     """Every number of a Config: each float finite, each field with a range inside it."""
+    from .options import flag_of    # here: options reads config, which reads this module
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):

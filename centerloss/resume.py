@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from . import checkpoint as ckpt_io
 from .checkpoint import CheckpointError
 from .config import Config
 from .errors import OptionError
+from .options import flag_of
 from .runfolder import RESUME
 from .safeio import HeaderError, read_header
 
@@ -26,7 +28,6 @@ FORMAT = "cl-resume/1"
 # Flags that change how or how long a run trains, not what it trains: a resumed run may change
 # them. Any other flag given with --resume must repeat the run's own value.
 FREE_ON_RESUME = ("epochs", "device", "precision", "data_dir", "memory_mb", "workers", "compile")
-FLAG_NAMES = {"lam": "--lambda"}
 
 
 @dataclass
@@ -97,11 +98,21 @@ def save_state(out: Path | str, state: ResumeState) -> Path:
     return path
 
 
-def _position(path: Path, metadata: dict[str, str]) -> tuple[Config, int, int, list[dict]]:
+class Header(NamedTuple):
+    """What a resume state's header says: the run's config and where it stands."""
+    config: Config
+    epoch: int
+    batch: int
+
+
+def _position(path: Path, metadata: dict[str, str], config: Config | None = None
+              ) -> tuple[Config, int, int, list[dict]]:
+    """The header's config (parsed unless given: a header is parsed once per command), epoch,
+    batch and history, or a CheckpointError."""
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cl resume state (format {metadata.get('format')!r})")
     try:
-        cfg = Config.from_json(metadata.get("config", ""))
+        cfg = config or Config.from_json(metadata.get("config", ""))
         epoch, batch = int(metadata.get("epoch", "")), int(metadata.get("batch", ""))
         history = json.loads(metadata.get("history", ""))
     except (ValueError, TypeError) as e:
@@ -114,7 +125,7 @@ def _position(path: Path, metadata: dict[str, str]) -> tuple[Config, int, int, l
     return cfg, epoch, batch, history
 
 
-def peek(out: Path | str) -> tuple[Config, int, int]:
+def peek(out: Path | str) -> Header:
     """(config, epoch, batch) of a run's resume state, from its header alone (no tensors read)."""
     path = state_path(out)
     if not path.is_file():
@@ -125,24 +136,21 @@ def peek(out: Path | str) -> tuple[Config, int, int]:
     except (HeaderError, OSError) as e:
         raise CheckpointError(f"{path}: cannot be read ({e})") from e
     cfg, epoch, batch, _ = _position(path, metadata)
-    return cfg, epoch, batch
-
-
-def _flag(name: str) -> str:
-    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+    return Header(cfg, epoch, batch)
 
 
 def resume_config(saved: Config, given: dict[str, object], epoch: int, batch: int) -> Config:
     """The run's config with the flags given on resume applied. A flag that would change what the
     run trains (--lambda, --model, ...) must repeat the run's value; --epochs may extend the run
-    (the cosine schedule then stretches to the new length) but not cut what it has begun."""
+    (the cosine schedule then stretches to the new length) but not cut what it has begun. The
+    result is validated: train() takes it as it is, with the Header it came from."""
     cfg = dataclasses.replace(saved)
     for name, value in given.items():
         if name in FREE_ON_RESUME:
             setattr(cfg, name, value)
         elif value != getattr(saved, name):
-            raise OptionError(f"{_flag(name)} {value} conflicts with the run being resumed, which "
-                             f"has {_flag(name)} {getattr(saved, name)}; drop the flag, or train "
+            raise OptionError(f"{flag_of(name)} {value} conflicts with the run being resumed, which "
+                             f"has {flag_of(name)} {getattr(saved, name)}; drop the flag, or train "
                              f"a new run elsewhere with --out")
     begun = epoch if batch > 0 else epoch - 1
     if cfg.epochs < begun:
@@ -153,17 +161,23 @@ def resume_config(saved: Config, given: dict[str, object], epoch: int, batch: in
     return cfg
 
 
-def load_state(out: Path | str, cfg: Config) -> ResumeState:
-    """Read and check RUN/resume.safetensors; cfg is the config the run goes on with, which must
-    agree with the saved one on everything but FREE_ON_RESUME."""
+def load_state(out: Path | str, cfg: Config, header: Header | None = None) -> ResumeState:
+    """Read and check RUN/resume.safetensors; cfg is the config the run goes on with. With the
+    Header that resume_config made cfg from, that check is done; without one (a library caller's
+    own cfg), cfg must agree with the saved config on everything but FREE_ON_RESUME."""
     path = state_path(out)
-    peek(out)
+    if header is None:
+        header = peek(out)
+        saved = header.config
+        for f in dataclasses.fields(Config):
+            if f.name not in FREE_ON_RESUME and getattr(cfg, f.name) != getattr(saved, f.name):
+                raise CheckpointError(f"{path}: the run was trained with {f.name}="
+                                      f"{getattr(saved, f.name)!r}, not {getattr(cfg, f.name)!r}")
     tensors, metadata = ckpt_io.read_tensors(path)
-    saved, epoch, batch, history = _position(path, metadata)
-    for f in dataclasses.fields(Config):
-        if f.name not in FREE_ON_RESUME and getattr(cfg, f.name) != getattr(saved, f.name):
-            raise CheckpointError(f"{path}: the run was trained with {f.name}="
-                                  f"{getattr(saved, f.name)!r}, not {getattr(cfg, f.name)!r}")
+    saved, epoch, batch, history = _position(path, metadata, header.config)
+    if (epoch, batch) != (header.epoch, header.batch):
+        raise CheckpointError(f"{path}: changed while it was being read; is another cl train "
+                              f"writing to this folder?")
     try:
         input_shape = json.loads(metadata["input_shape"])
         optimizer = json.loads(metadata["optimizer"])

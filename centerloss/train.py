@@ -78,20 +78,22 @@ class Callbacks:
 
 def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None = None,
           dataset: data_mod.Dataset | None = None, overwrite: bool = False,
-          resume: bool = False) -> list[dict]:
+          resume: bool | resume_mod.Header = False) -> list[dict]:
     """Train per cfg, write the run folder `out`, return the records of all its epochs.
 
-    resume=True continues the run in `out` from RUN/resume.safetensors (cfg: see
-    resume.resume_config). SIGINT or SIGTERM stops at the end of the current batch, saves that
+    resume=True continues the run in `out` from RUN/resume.safetensors, with a cfg that must agree
+    with the run's own; resume=resume.peek(out), with cfg from resume.resume_config, says that
+    was checked already (the CLI does: it reads the header first, to say where it resumes). SIGINT or SIGTERM stops at the end of the current batch, saves that
     state and raises Interrupted. Started by torchrun, every rank calls this and trains its shard
     under DDP; only rank 0 reports through the callbacks, evaluates and writes (distributed.py)."""
-    cfg.validate()
+    if not isinstance(resume, resume_mod.Header):    # resume_config validated that config
+        cfg.validate()
     try:
         ctx = distributed.join(cfg.device)
     except distributed.DistributedError as e:
         raise TrainError(str(e)) from e
     try:
-        check_out_dir(Path(out), overwrite, resume)
+        check_out_dir(Path(out), overwrite, bool(resume))
         preflight.check_out(cfg, Path(out))
         # One run at a time per folder, for the whole run, data load included (rank 0 writes).
         with runfolder.run_lock(Path(out)) if ctx.is_main else contextlib.nullcontext():
@@ -101,10 +103,11 @@ def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None =
 
 
 def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | None, overwrite: bool,
-           resume: bool, ctx: distributed.Context) -> list[dict]:
+           resume: bool | resume_mod.Header, ctx: distributed.Context) -> list[dict]:
     device = ctx.device or resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    state = resume_mod.load_state(out, cfg) if resume else None
+    header = resume if isinstance(resume, resume_mod.Header) else None
+    state = resume_mod.load_state(out, cfg, header) if resume else None
     history = state.history if state else []
     if len(history) >= cfg.epochs:
         return history

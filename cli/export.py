@@ -7,15 +7,16 @@ from typing import Optional
 import typer
 
 from .app import app, console
+from .flags import flag
 
 
 @app.command()
 def export(
     out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (*.onnx).", show_default=False),
-    run: Path = typer.Option(Path("params"), help="Run folder whose model to export."),
-    checkpoint: Optional[Path] = typer.Option(None, help="A checkpoint file; overrides --run and --epoch."),
-    epoch: Optional[int] = typer.Option(None, help="Epoch of the run [default: the latest]."),
-    overwrite: bool = typer.Option(False, help="Replace the output file if it exists."),
+    run: Path = flag("--run", help="Run folder whose model to export."),
+    checkpoint: Optional[Path] = flag("--checkpoint"),
+    epoch: Optional[int] = flag("--epoch"),
+    overwrite: bool = flag("--overwrite"),
 ) -> None:
     """Write the trained network as ONNX: uint8 images [N, C, H, W] in, (features, logits) out.
 

@@ -7,19 +7,11 @@ from typing import Optional
 
 import typer
 
-from centerloss import limits
 from centerloss.errors import ClError
+from centerloss.options import check_all
 
 from .app import app, console, fail
-
-
-def check_numbers(*given: tuple[str, float | None], split: str | None = None) -> None:
-    """Usage errors (exit 2) for a number outside its range (limits.RANGES) or an unknown split."""
-    if split is not None and split not in ("train", "test"):
-        fail(f"--split must be train or test, got {split!r}", 2)
-    for flag, value in given:
-        if value is not None:
-            limits.check(flag, value)
+from .flags import flag
 
 
 @app.command()
@@ -27,9 +19,10 @@ def plot(
     runs: Optional[list[Path]] = typer.Argument(None, help="Run folders to put side by side (with --compare "
                                                 "or --roc).",
                                                 show_default=False),
-    run: Path = typer.Option(Path("params"), help="Run folder to read."),
-    epoch: Optional[int] = typer.Option(None, help="Epoch to draw [default: the last]."),
-    split: str = typer.Option("test", help="test, or train (the sample of training features kept per epoch)."),
+    run: Path = flag("--run"),
+    epoch: Optional[int] = flag("--epoch", help="Epoch to draw [default: the last]."),
+    split: str = flag("--split", default="test", help="test, or train (the sample of training "
+                                                       "features kept per epoch)."),
     gif: bool = typer.Option(False, "--gif", help="Animate every epoch on the same axes [RUN/plots/features.gif]."),
     curves: bool = typer.Option(False, "--curves", help="Losses, accuracies and compactness per epoch "
                                 "[RUN/plots/curves.png]."),
@@ -38,12 +31,12 @@ def plot(
     roc: bool = typer.Option(False, "--roc", help="Verification ROC from pairs drawn (seed 0) from the test "
                              "features of --epoch (else the last) of --run, or of each run given as "
                              "arguments, one curve each [RUN/plots/roc.png]."),
-    metric: str = typer.Option("cosine", help="--roc: pair score, cosine or euclidean."),
+    metric: str = flag("--metric", help="--roc: pair score, cosine or euclidean."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write; its extension picks the "
                                        "format (png, pdf, svg, jpg, ...; gif for --gif)."),
     raw: bool = typer.Option(False, "--raw", help="Margin heads: draw the features as learned, not "
                              "normalised onto the unit circle with the class directions."),
-    fps: float = typer.Option(2.0, help="Epochs per second in the GIF (the last one is held 2 s)."),
+    fps: float = flag("--fps"),
 ) -> None:
     """Draw features of an epoch, a GIF of all epochs, curves, or runs side by side.
 
@@ -59,13 +52,11 @@ def plot(
         fail(f"{' and '.join(modes)} exclude each other; give one", 2)
     if runs and not (compare or roc):
         fail("run folders as arguments are for --compare or --roc; to draw one run use --run DIR", 2)
-    if metric not in ("cosine", "euclidean"):
-        fail(f"--metric must be cosine or euclidean, got {metric!r}", 2)
     if epoch is not None and (gif or curves):
         fail(f"--epoch does not apply to {modes[0]}, which draws every epoch", 2)
     if compare and not runs:
         fail("--compare needs the run folders as arguments: cl plot --compare RUN_A RUN_B", 2)
-    check_numbers(("--fps", fps), ("--epoch", epoch), split=split)
+    check_all(metric=metric, fps=fps, epoch=epoch, split=split)
     try:
         if out is not None and not gif:
             plots.check_format(out)     # before any work, so a bad name fails at once
@@ -122,20 +113,22 @@ def embed(
                              show_default=False),
     use_images: bool = typer.Option(False, "--images", help="Embed the image files and folders given as "
                                     "arguments instead of a split."),
-    split: Optional[str] = typer.Option(None, help="train or test [default: test]."),
-    run: Path = typer.Option(Path("params"), help="Run folder whose model to use."),
-    checkpoint: Optional[Path] = typer.Option(None, help="A checkpoint file; overrides --run and --epoch."),
-    epoch: Optional[int] = typer.Option(None, help="Epoch of the run [default: the latest]."),
+    split: Optional[str] = flag("--split"),
+    run: Path = flag("--run", help="Run folder whose model to use."),
+    checkpoint: Optional[Path] = flag("--checkpoint"),
+    epoch: Optional[int] = flag("--epoch"),
     invert: bool = typer.Option(False, help="Invert every image first: dark drawings on a light "
                                 "background become light on dark, like MNIST."),
     auto_invert: bool = typer.Option(False, "--auto-invert", help="Invert only the images whose "
                                      "border is light (a drawing on paper); keep the others."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder with the raw idx files [default: as trained]."),
-    device: str = typer.Option("auto", help="auto, cuda, mps or cpu."),
-    precision: str = typer.Option("fp32", help="fp32 (matches a plain forward pass), bf16 or auto."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per forward pass [default: 2048 on a GPU; "
-                                             "128 on the CPU]."),
-    overwrite: bool = typer.Option(False, help="Replace the output file if it exists."),
+    data_dir: Optional[Path] = flag("--data-dir", help="Folder with the raw idx files [default: as trained]."),
+    device: str = flag("--device"),
+    # fp32 here, not the table's auto: a feature file should match a plain forward pass
+    precision: str = flag("--precision", default="fp32",
+                          help="fp32 (matches a plain forward pass), bf16 or auto."),
+    batch_size: Optional[int] = flag("--batch-size", default=None, help="Images per forward pass "
+                                     "[default: 2048 on a GPU; 128 on the CPU]."),
+    overwrite: bool = flag("--overwrite"),
 ) -> None:
     from centerloss import checkpoint as ckpt_io
     from centerloss import embed as embed_mod
@@ -149,7 +142,7 @@ def embed(
         fail(f"--{'auto-' if auto_invert else ''}invert applies to --images only", 2)
     if invert and auto_invert:
         fail("--invert inverts every image and --auto-invert chooses per image; pass one", 2)
-    check_numbers(("--batch-size", batch_size), ("--epoch", epoch), split=split)
+    check_all(batch_size=batch_size, epoch=epoch, split=split, device=device, precision=precision)
     try:
         embed_mod.check_output(out, overwrite)
         path = ckpt_io.resolve(run, checkpoint, epoch)

@@ -12,12 +12,13 @@ from rich import box
 from rich.table import Table
 
 from centerloss.config import Config
-from centerloss import limits
 from centerloss.limits import tidy_json
+from centerloss.options import CONFIG_DEFAULTS, check_all
 
 from centerloss.errors import ClError, WriteError
 
 from .app import app, console, err_console, fail
+from .flags import flag
 from .streams import StdoutGone
 
 MAX_CONFUSION_CLASSES = 30   # a wider confusion table does not fit a terminal
@@ -32,40 +33,30 @@ def _given(ctx: typer.Context, name: str) -> bool:
 @app.command()
 def train(
     ctx: typer.Context,
-    lam: float = typer.Option(0.1, "--lambda", help="Weight of the center loss; 0 trains softmax alone."),
-    alpha: float = typer.Option(0.5, help="Center learning rate of Eq. 4, in (0, 1]."),
-    head: str = typer.Option(Config.head, help="Classifier: softmax (the paper's), or a margin head on "
-                                               "normalised features: sphereface, cosface, arcface."),
-    margin: Optional[float] = typer.Option(None, help="Margin of the head [default: the paper's: "
-                                           "sphereface 4 (an integer), cosface 0.35, arcface 0.5 rad]."),
-    scale: Optional[float] = typer.Option(None, help="Margin heads: s in s * cos(theta), in [1, 128] "
-                                          "[default: 64]."),
-    epochs: int = typer.Option(Config.epochs, help="Passes over the training split."),
-    batch_size: int = typer.Option(Config.batch_size, help="Images per batch."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate of SGD (Nesterov momentum, cosine decay "
-                                       "after a warm-up of half an epoch, at least 100 steps and at "
-                                       "most a fifth of the run) [default: 0.05 * sqrt(batch size / 128)]."),
-    grad_clip: float = typer.Option(Config.grad_clip, help="Largest gradient norm of a step; 0 turns "
-                                    "clipping off."),
-    model: str = typer.Option("lenetspp", help="lenetspp (the paper's net), seed (the blog's lighter net) "
-                                               "or resnet18 (torchvision's, for small images)."),
-    feature_dim: int = typer.Option(2, help="Size of the feature layer; 2 can be plotted, 128 or 512 for verification."),
-    dataset: str = typer.Option("mnist", help="mnist, fashion-mnist, kmnist, cifar10 or folder."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder with the data set's files [default: ~/.cache/cl/data]; "
-                                                       "for --dataset folder, one subfolder of images per class."),
-    image_size: int = typer.Option(0, help="--dataset folder: resize images to this square side [default: 64]."),
-    channels: int = typer.Option(0, help="--dataset folder: 1 (grayscale) or 3 (RGB) [default: 1 if all images are grayscale]."),
-    memory_mb: int = typer.Option(0, help="--dataset folder: largest set kept in memory, else streamed from disk "
-                                          "[default: a quarter of free memory]."),
-    workers: int = typer.Option(-1, help="--dataset folder: image-decoding processes [default: cores - 1, at most 8]."),
-    out: Path = typer.Option(Path("params"), help="Run folder for weights, snapshots and history."),
-    device: str = typer.Option("auto", help="auto, cuda, mps or cpu."),
-    precision: str = typer.Option("auto", help="auto (bf16 where native), fp32 or bf16."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model; meant for "
-                                       "GPUs (on an AVX2 CPU it measured slower)."),
-    seed: int = typer.Option(0, help="Seed of the initial weights, batch order and augmentation."),
-    augment: int = typer.Option(Config.augment, help="Random translation in pixels; 0 turns it off."),
-    overwrite: bool = typer.Option(False, help="Replace the run already in --out: its checkpoints, "
+    lam: float = flag("--lambda"),
+    alpha: float = flag("--alpha"),
+    head: str = flag("--head"),
+    margin: Optional[float] = flag("--margin"),
+    scale: Optional[float] = flag("--scale"),
+    epochs: int = flag("--epochs"),
+    batch_size: int = flag("--batch-size"),
+    lr: Optional[float] = flag("--lr"),
+    grad_clip: float = flag("--grad-clip"),
+    model: str = flag("--model"),
+    feature_dim: int = flag("--feature-dim"),
+    dataset: str = flag("--dataset"),
+    data_dir: Optional[Path] = flag("--data-dir"),
+    image_size: int = flag("--image-size"),
+    channels: int = flag("--channels"),
+    memory_mb: int = flag("--memory-mb"),
+    workers: int = flag("--workers"),
+    out: Path = flag("--out"),
+    device: str = flag("--device"),
+    precision: str = flag("--precision"),
+    compile: bool = flag("--compile"),
+    seed: int = flag("--seed"),
+    augment: int = flag("--augment"),
+    overwrite: bool = flag("--overwrite", help="Replace the run already in --out: its checkpoints, "
                                                "snapshots and history go; other files stay."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last saved state, "
                                             "with the run's own settings; --epochs may extend it."),
@@ -88,13 +79,9 @@ def train(
     from centerloss.train import train as run_training
 
     from .render import TrainReporter, epoch_line, plural   # here: render imports torch, --help must not
-    data_dir = data_dir.resolve() if data_dir else None   # saved in the checkpoint: keep it valid elsewhere
-    values = dict(lam=lam, alpha=alpha, head=head, margin=margin, scale=scale, epochs=epochs,
-                  batch_size=batch_size, lr=lr, grad_clip=grad_clip, model=model,
-                  feature_dim=feature_dim, dataset=dataset, data_dir=str(data_dir or ""),
-                  image_size=image_size, channels=channels, memory_mb=memory_mb, workers=workers,
-                  device=device, precision=precision, seed=seed, augment=augment,
-                  compile=compile_model)
+    # every parameter named as a Config field is that field (centerloss.options)
+    values = {name: value for name, value in ctx.params.items() if name in CONFIG_DEFAULTS}
+    values["data_dir"] = str(data_dir.resolve()) if data_dir else ""   # saved: keep it valid elsewhere
     if resume and overwrite:
         fail("--resume continues the run in --out and --overwrite replaces it; pass only one", 2)
     if dataset == "folder" and data_dir is None and not resume:
@@ -108,14 +95,15 @@ def train(
             fail(problem, 2)
     if live and not console.is_terminal:
         err_console.print("note: --live draws on a terminal only; stdout is not one, so no view is shown")
-    if resume:
-        saved, epoch, batch = resume_mod.peek(out)
-        cfg = resume_mod.resume_config(saved, {k: v for k, v in values.items() if _given(ctx, k)},
-                                       epoch, batch)
+    header = None
+    if resume:      # the run's own config, with what the user typed checked against it, once
+        header = resume_mod.peek(out)
+        epoch, batch = header.epoch, header.batch
+        cfg = resume_mod.resume_config(header.config, {k: v for k, v in values.items()
+                                                       if _given(ctx, k)}, epoch, batch)
     else:
-        cfg = Config(**values)
-        cfg.validate()
-    if resume:
+        cfg = Config(**values)          # train() validates it, as it does any caller's
+    if header is not None:
         if epoch > cfg.epochs:
             (err_console if as_json else console).print(   # --json keeps stdout for JSON only
                 f"{out} has finished its {plural(cfg.epochs, 'epoch', 'epochs')}; pass --epochs N "
@@ -130,7 +118,7 @@ def train(
                       f"every batch of {batch_size}")
     reporter = TrainReporter(console, quiet=quiet, as_json=as_json, live=live, window=live_window)
     try:
-        records = run_training(cfg, out, reporter, overwrite=overwrite, resume=resume)
+        records = run_training(cfg, out, reporter, overwrite=overwrite, resume=header or False)
     except Interrupted as e:
         reporter.close()
         err_console.print(f"{e}; resume with: cl train --resume --out {shlex.quote(str(out))}",
@@ -172,46 +160,44 @@ def saved_so_far(out: Path) -> str:
 
 @app.command("eval")
 def evaluate(
-    run: Path = typer.Option(Path("params"), help="Run folder to read."),
-    checkpoint: Optional[Path] = typer.Option(None, help="A checkpoint file; overrides --run and --epoch."),
-    epoch: Optional[int] = typer.Option(None, help="Epoch of the run to evaluate [default: the latest]."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder with the data set's files [default: as trained]."),
-    device: str = typer.Option("auto", help="auto, cuda, mps or cpu."),
+    run: Path = flag("--run"),
+    checkpoint: Optional[Path] = flag("--checkpoint"),
+    epoch: Optional[int] = flag("--epoch", help="Epoch of the run to evaluate [default: the latest]."),
+    data_dir: Optional[Path] = flag("--data-dir", help="Folder with the data set's files [default: as trained]."),
+    device: str = flag("--device"),
+    precision: str = flag("--precision"),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout."),
     verify: bool = typer.Option(False, "--verify", help="Add verification on pairs drawn from the test split."),
     pairs: Optional[Path] = typer.Option(None, help="Verify on the image pairs of this file instead: "
                                                     "'path_a path_b same' lines, or LFW's pairs.txt."),
     images_dir: Optional[Path] = typer.Option(None, help="Where the paths of --pairs start [default: the file's "
                                                          "folder; for LFW, its lfw_funneled or lfw subfolder]."),
-    metric: str = typer.Option("cosine", help="Pair score: cosine (similarity) or euclidean (distance)."),
-    num_pairs: int = typer.Option(6000, help="--verify: pairs to draw, half matching."),
-    pair_seed: int = typer.Option(0, help="--verify: seed of the pairs drawn."),
-    folds: int = typer.Option(10, help="Folds of the best-threshold accuracy (LFW's protocol: 10)."),
+    metric: str = flag("--metric"),
+    num_pairs: int = flag("--num-pairs"),
+    pair_seed: int = flag("--pair-seed"),
+    folds: int = flag("--folds"),
 ) -> None:
     """Measure a trained model on the test split, or verify pairs of images with it."""
     from centerloss import checkpoint as ckpt_io
     from centerloss.evaluate import evaluate_checkpoint
-    from centerloss.verification import METRICS
 
     from .render import plural, print_verification
-    if metric not in METRICS:
-        fail(f"--metric must be one of: {', '.join(METRICS)}; got {metric!r}", 2)
+    check_all(metric=metric)
     if pairs is not None and verify:
         fail("--verify draws pairs from the test split and --pairs reads them from a file; "
              "pass one of them", 2)
     if images_dir is not None and pairs is None:
         fail("--images-dir is where the paths of --pairs start; pass --pairs too", 2)
-    checks = [("--num-pairs", num_pairs), ("--folds", folds), ("--pair-seed", pair_seed)]
-    for flag, value in checks + ([("--epoch", epoch)] if epoch is not None else []):
-        limits.check(flag, value)
+    check_all(num_pairs=num_pairs, folds=folds, pair_seed=pair_seed, epoch=epoch, device=device,
+              precision=precision)
     path = ckpt_io.resolve(run, checkpoint, epoch)
     try:
         if pairs is not None:
             from centerloss.pairs import evaluate_pairs
-            report, _ = evaluate_pairs(path, pairs, images_dir, metric, folds, device)
+            report, _ = evaluate_pairs(path, pairs, images_dir, metric, folds, device, precision)
         else:
             report = evaluate_checkpoint(path, data_dir=str(data_dir) if data_dir else None, device=device,
-                                         verify_pairs=num_pairs if verify else 0, pair_seed=pair_seed,
+                                         precision=precision, verify_pairs=num_pairs if verify else 0, pair_seed=pair_seed,
                                          metric=metric, folds=folds)
     except ClError as e:       # the work is done, so a bad value found now is not a usage error
         fail(str(e))

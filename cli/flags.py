@@ -1,0 +1,21 @@
+"""Typer options built from centerloss.options, the one table of every option; a command states
+only what differs in its own use of a flag (its help, say), never a default the core holds."""
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from centerloss.options import OPTIONS
+
+_SAME = object()
+
+
+def flag(name: str, *, help: str | None = None, default: Any = _SAME) -> Any:
+    """The typer.Option of the table's option `name` ("--lambda"). --help shows the default once:
+    the value, or the words in the help where the value would mislead (0 standing for 64)."""
+    opt = OPTIONS[name]
+    text = help or opt.help
+    value = opt.value_default() if default is _SAME else default
+    decls = [f"{name}/--no-{name[2:]}"] if opt.toggle else [name, *opt.aliases]
+    return typer.Option(value, *decls, help=text, show_default="[default:" not in text)
