@@ -47,9 +47,9 @@ from centerloss import data as data_mod
 from centerloss.config import Config
 from centerloss.loss import CenterLoss
 from centerloss.models import build_model
-from centerloss.device import infer, resolve_device, resolve_precision
+from centerloss.runtime import Runtime, infer
 from centerloss.recipe import peak_lr
-from centerloss.train import TrainError, make_optimizer, train_step
+from centerloss.train import Step, TrainError, make_optimizer, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,12 +160,13 @@ def bench_training(args, cfg, ds, root, device, precision, workers) -> tuple[dic
     cl_model, cl_center, cl_opt = new_net(cfg, ds, device, channels_last=True)
     forward = accel.compiled_forward(cl_model, cfg.batch_size, device) if cfg.compile else cl_model
     cl_data = cl_batches(ds, cfg)
+    step = Step(forward, cl_center, cl_opt, Runtime(device, precision), cfg.lam)
 
     def cl_run(n: int) -> int:
         images = 0
         with accel.cudnn_mode(autotune=False):
             for x, y in itertools.islice(cl_data, n):
-                train_step(forward, cl_center, cl_opt, x, y, cfg.lam, peak_lr(cfg), device, precision)
+                train_step(step, x, y, peak_lr(cfg))
                 images += y.shape[0]
         return images
 
@@ -212,7 +213,7 @@ def bench_inference(args, ds, root, device, precision, workers, nets) -> dict[st
     cl_model, tv_model = nets["cl"].eval(), nets["classic"].eval()
 
     def cl_eval() -> int:
-        _, logits = infer(cl_model, test, ds.mean, ds.std, device, precision)
+        _, logits = infer(cl_model, test, ds.mean, ds.std, Runtime(device, precision))
         (logits.argmax(1) == test.labels).float().mean().item()
         return n_test
 
@@ -225,7 +226,7 @@ def bench_inference(args, ds, root, device, precision, workers, nets) -> dict[st
         return n_test
 
     def cl_embed() -> int:
-        features, _ = infer(cl_model, train_part, ds.mean, ds.std, device, precision)
+        features, _ = infer(cl_model, train_part, ds.mean, ds.std, Runtime(device, precision))
         features.cpu()
         return n_train
 
@@ -291,8 +292,8 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
+    runtime = Runtime.resolve(args.device, args.precision)
+    device, precision = runtime.device, runtime.precision
     workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
     cfg = Config(model=args.model, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
                  precision=args.precision, compile=args.compile, batch_size=args.batch_size,

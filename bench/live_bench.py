@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from centerloss import data as data_mod
 from centerloss.config import Config
 from centerloss.datasets import dataset_for
-from centerloss.device import resolve_device
+from centerloss.runtime import resolve_device
 from centerloss.train import train
 from cli.render import TrainReporter
 

@@ -26,7 +26,7 @@ from centerloss import cpu
 from centerloss import data as data_mod
 from centerloss.config import Config
 from centerloss.datasets import dataset_for
-from centerloss.device import resolve_device
+from centerloss.runtime import resolve_device
 from centerloss.errors import TrainError
 from centerloss.guard import DivergenceError
 from centerloss.recipe import peak_lr

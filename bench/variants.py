@@ -25,9 +25,9 @@ from centerloss import data as data_mod
 from centerloss.config import Config
 from centerloss.loss import CenterLoss
 from centerloss.models import build_model
-from centerloss.device import infer, resolve_device
+from centerloss.runtime import Runtime, infer, resolve_device
 from centerloss.recipe import peak_lr
-from centerloss.train import make_optimizer, train_step
+from centerloss.train import Step, make_optimizer, train_step
 
 WORDS = {"cl", "nchw", "bf16", "compile", "t1"}
 
@@ -72,10 +72,11 @@ def make_step(variant: str, cfg: Config, device: torch.device, x: torch.Tensor, 
     forward = accel.compiled_forward(model, cfg.batch_size, device) if "compile" in words else model
     precision = "bf16" if "bf16" in words else "fp32"
     threads = 1 if "t1" in words else torch.get_num_threads()
+    step = Step(forward, center_loss, optimizer, Runtime(device, precision), cfg.lam)
 
     def run(steps: int) -> int:
         for _ in range(steps):
-            train_step(forward, center_loss, optimizer, x, y, cfg.lam, peak_lr(cfg), device, precision)
+            train_step(step, x, y, peak_lr(cfg))
         return steps * x.shape[0]
     return lambda steps: with_threads(threads, lambda: run(steps))()
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                                  f"and +bf16")
             threads = 1 if "t1" in rest else torch.get_num_threads()
             precision = "bf16" if "bf16" in rest else "fp32"
-            return with_threads(threads, lambda: infer(model, split, 0.5, 0.25, device, precision,
+            return with_threads(threads, lambda: infer(model, split, 0.5, 0.25, Runtime(device, precision),
                                                        int(size))[0].shape[0])
         runs = {b: infer_run(b) for b in sizes}
         for run in runs.values():

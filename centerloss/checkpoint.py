@@ -1,9 +1,5 @@
-"""safetensors in and out, with metadata, and the layout of a run folder.
-
-    RUN/model.safetensors              weights + centers of the latest epoch
-    RUN/epochs/epoch_NNN.safetensors   the same for every epoch
-    RUN/features/epoch_NNN.safetensors test (and a train sample of) features, labels, centers
-    RUN/history.jsonl                  one JSON object of metrics per epoch
+"""safetensors in and out, with metadata: checkpoints, feature snapshots and the history of a
+run (whose paths are runfolder.py's).
 
 Every write goes to a temporary file in the same folder and is renamed into place, so a crash
 leaves either the old file or the new one, never half of one. Nothing is ever unpickled."""
@@ -22,14 +18,11 @@ from safetensors.torch import save as st_save
 
 from .config import Config
 from .errors import CheckpointError, MissingEpoch, WriteError
+from .runfolder import available_epochs, checkpoint_path, epoch_name, history_path, model_path  # noqa: F401
 from .safeio import HeaderError, read_header
 
 FORMAT = "cl-checkpoint/1"
 FEATURES_FORMAT = "cl-features/1"
-
-
-def epoch_name(epoch: int) -> str:
-    return f"epoch_{epoch:03d}.safetensors"
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -171,6 +164,27 @@ def load_checkpoint(path: Path) -> Checkpoint:
                       metrics if isinstance(metrics, dict) else {}, normalization)
 
 
+def normalization_of(ckpt: Checkpoint, ds=None) -> tuple[list[float], list[float]]:
+    """The per-channel (mean, std) a checkpoint's model takes its inputs in, worked out here for
+    every command that feeds one: those stored in the checkpoint; for one written before cl
+    stored them, those of the data set ds (when the command has it) or of the built-in data set
+    the checkpoint names."""
+    if ckpt.normalization:
+        return ckpt.normalization["mean"], ckpt.normalization["std"]
+    if ds is not None:
+        norm = ds.normalization()
+        return norm["mean"], norm["std"]
+    from .cifar import MEAN as CIFAR_MEAN, STD as CIFAR_STD
+    from .data import DATASETS
+    name = ckpt.config.dataset
+    if name in DATASETS:
+        return [DATASETS[name].mean], [DATASETS[name].std]
+    if name == "cifar10":
+        return list(CIFAR_MEAN), list(CIFAR_STD)
+    raise CheckpointError(f"the checkpoint stores no input normalisation and was trained "
+                          f"on {name!r}; retrain it with this version of cl")
+
+
 def _valid_normalization(norm, channels: int) -> bool:
     if not (isinstance(norm, dict) and set(norm) == {"mean", "std"}):
         return False
@@ -226,27 +240,14 @@ def resolve(run: Path | str = "params", checkpoint: Path | str | None = None, ep
         if not run.is_dir():
             raise CheckpointError(f"{run}: no such run folder; pass --run with a folder `cl train` "
                                   f"wrote (train one with: cl train --out {run}), or --checkpoint FILE")
-        if not (run / "model.safetensors").is_file():
+        if not model_path(run).is_file():
             raise CheckpointError(f"{run} holds no trained model (no model.safetensors); train one "
                                   f"with: cl train --out {run}, or pass --checkpoint FILE")
-        return run / "model.safetensors"
-    path = run / "epochs" / epoch_name(epoch)
+        return model_path(run)
+    path = checkpoint_path(run, epoch)
     if not path.is_file():
         raise MissingEpoch(run, epoch, available_epochs(run))
     return path
-
-
-def available_epochs(run: Path | str, sub: str = "epochs") -> list[int]:
-    folder = Path(run) / sub
-    if not folder.is_dir():
-        return []
-    out = []
-    for p in folder.glob("epoch_*.safetensors"):
-        try:
-            out.append(int(p.stem.split("_", 1)[1]))
-        except ValueError:
-            continue
-    return sorted(out)
 
 
 def save_features(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -256,11 +257,11 @@ def save_features(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
 def write_history(run: Path, records: list[dict]) -> None:
     """history.jsonl rewritten whole (it is small) through atomic_write, so it is never half a line."""
     text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    atomic_write(Path(run) / "history.jsonl", text.encode())
+    atomic_write(history_path(run), text.encode())
 
 
 def read_history(run: Path | str) -> list[dict]:
-    path = Path(run) / "history.jsonl"
+    path = history_path(run)
     if not path.is_file():
         return []
     try:

@@ -18,8 +18,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .errors import DataError, OptionError
-from .options import DATASET_NAMES  # every --dataset name: the idx family here, and the rest
+from .errors import DataError
+from .options import check
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,7 @@ class Dataset:
     test: Split
 
     def split(self, name: str) -> Split:
-        if name not in ("train", "test"):
-            raise OptionError(f"unknown split {name!r}; choose train or test")
+        check("--split", name)
         return self.train if name == "train" else self.test
 
     @property
@@ -183,9 +182,7 @@ def find_files(name: str, data_dir: str | os.PathLike | None = None, download: b
                ) -> dict[str, Path]:
     """The four idx files of a data set: in data_dir/<Class>/raw or data_dir itself (plain or
     .gz), then the system's copy, else downloaded into data_dir/<Class>/raw when allowed."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
-    spec = DATASETS[name]
+    spec = DATASETS[name]      # a name open_dataset has checked
     root = Path(data_dir) if data_dir else default_data_dir()
     raw = root / spec.tv_class / "raw"
     looked = [raw, root] + ([SYSTEM_DIRS[name]] if name in SYSTEM_DIRS else [])

@@ -8,8 +8,9 @@ import torch
 
 from .cifar import FOLDER as CIFAR_FOLDER, is_unpacked as cifar_unpacked, load_cifar10
 from .config import Config
-from .data import DATASET_NAMES, DATASETS, Dataset, DataError, load
+from .data import Dataset, DataError, load
 from .folder import load_folder
+from .options import check
 
 
 def open_dataset(name: str, data_dir: str | os.PathLike | None = None,
@@ -17,6 +18,7 @@ def open_dataset(name: str, data_dir: str | os.PathLike | None = None,
                  channels: int = 0, memory_mb: int = 0, workers: int = -1) -> Dataset:
     """Any --dataset by name. image_size, channels, memory_mb and workers shape an image folder;
     the built-in sets come at their own size and channels, and asking otherwise is an error."""
+    check("--dataset", name)       # the one check of a data set's name, as Config.validate makes it
     if name == "folder":
         if not data_dir:
             raise DataError("--dataset folder needs --data-dir: a folder with one subfolder of "
@@ -24,10 +26,8 @@ def open_dataset(name: str, data_dir: str | os.PathLike | None = None,
         return load_folder(data_dir, device, image_size, channels, memory_mb, workers)
     if name == "cifar10":
         ds = load_cifar10(data_dir, device, download)
-    elif name in DATASETS:
-        ds = load(name, data_dir, device, download)
     else:
-        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
+        ds = load(name, data_dir, device, download)
     c, h, w = ds.input_shape
     if image_size and (h, w) != (image_size, image_size):
         raise DataError(f"--image-size {image_size}: {name} images are {h}x{w}, and "

@@ -35,17 +35,17 @@ class Context:
         return self.rank == 0
 
 
-def is_main_process() -> bool:
-    """Rank 0, or a process torchrun did not start: the one that prints and writes."""
-    return int(os.environ.get("RANK", "0")) == 0
+def launched() -> Context:
+    """This process's rank and the world size as torchrun's environment gives them (rank 0 of 1
+    when torchrun did not start it), before any group is joined: the one place they are read."""
+    return Context(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def join(device: str = "auto") -> Context:
     """Join the process group that torchrun's environment describes (WORLD_SIZE > 1), on NCCL
     with one GPU per rank when CUDA is there and asked for, else on gloo with CPUs; a
     single-process Context otherwise. A group already initialised by the caller is reused."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if launched().world <= 1:
         return Context()
     if device == "mps":
         raise DistributedError("torchrun with --device mps: PyTorch has no MPS backend for "

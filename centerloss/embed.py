@@ -19,8 +19,9 @@ from .datasets import dataset_for
 from .errors import EmbedError  # noqa: F401  (defined without torch, for the CLI)
 from .folder import decode, open_image, printable, to_mode
 from .metrics import nearest_center
-from .pairs import normalization_of
-from .device import infer, load_model
+from .options import check
+from .checkpoint import normalization_of
+from .runtime import Runtime, infer, load_model
 
 FORMAT = "cl-embedding/1"
 FORMATS = (".safetensors", ".npy", ".csv")
@@ -53,26 +54,28 @@ def check_output(path: Path | str, overwrite: bool = False) -> str:
 
 
 def _run(model: torch.nn.Module, split: data_mod.Split, mean: data_mod.Stats, std: data_mod.Stats,
-         ckpt: ckpt_io.Checkpoint, device: torch.device, precision: str, batch_size: int,
-         info: dict) -> Embedding:
-    features, logits = infer(model, split, mean, std, device, precision, batch_size)
-    index, distance = nearest_center(features, ckpt.centers.to(device).float())
+         ckpt: ckpt_io.Checkpoint, runtime: Runtime, batch_size: int | None, info: dict) -> Embedding:
+    features, logits = infer(model, split, mean, std, runtime, batch_size)
+    index, distance = nearest_center(features, ckpt.centers.to(runtime.device).float())
     return Embedding(features.cpu(), logits.cpu(), logits.argmax(1).cpu(), index.cpu(),
                      distance.cpu(), ckpt.centers.float().cpu(), list(ckpt.classes), info=info)
 
 
-def _prepare(path: Path | str, device: str, precision: str):
-    ckpt, model, dev, prec = load_model(path, device, precision)
+def _prepare(path: Path | str, runtime: Runtime):
+    ckpt, model = load_model(path, runtime)
     info = {"checkpoint": str(path), "epoch": ckpt.epoch, "dataset": ckpt.config.dataset}
-    return ckpt, model, dev, prec, info
+    return ckpt, model, info
 
 
 def embed_split(path: Path | str, split: str = "test", data_dir: str | None = None,
-                device: str = "auto", precision: str = "fp32", batch_size: int | None = None) -> Embedding:
-    """Every image of a split of the checkpoint's data set, in the data set's order."""
-    if split not in ("train", "test"):
-        raise EmbedError(f"unknown split {split!r}; choose train or test")
-    ckpt, model, dev, prec, info = _prepare(path, device, precision)
+                device: str = "auto", precision: str = "fp32", batch_size: int | None = None,
+                runtime: Runtime | None = None) -> Embedding:
+    """Every image of a split of the checkpoint's data set, in the data set's order; runtime,
+    when given, replaces device and precision."""
+    check("--split", split)         # before the model and the data are read
+    runtime = runtime or Runtime.resolve(device, precision)
+    dev = runtime.device
+    ckpt, model, info = _prepare(path, runtime)
     cfg = ckpt.config
     ds = dataset_for(cfg, dev, data_dir, from_checkpoint=True)
     if list(ds.classes) != list(ckpt.classes):
@@ -80,7 +83,8 @@ def embed_split(path: Path | str, split: str = "test", data_dir: str | None = No
     if list(ds.split(split).image_shape) != list(ckpt.input_shape):
         raise EmbedError(f"{path}: it takes {ckpt.input_shape} inputs, the data set's {split} "
                          f"split gives {ds.split(split).image_shape}")
-    emb = _run(model, ds.split(split), ds.mean, ds.std, ckpt, dev, prec, batch_size,
+    mean, std = normalization_of(ckpt, ds)     # as trained, as cl eval feeds it
+    emb = _run(model, ds.split(split), mean, std, ckpt, runtime, batch_size,
                {**info, "split": split})
     emb.labels = ds.split(split).labels.cpu()
     return emb
@@ -135,14 +139,16 @@ def light_background(pixels: np.ndarray) -> bool:
 
 def embed_images(path: Path | str, images: list[Path | str], device: str = "auto",
                  precision: str = "fp32", batch_size: int | None = None,
-                 invert: bool | str = False) -> Embedding:
+                 invert: bool | str = False, runtime: Runtime | None = None) -> Embedding:
     """Image files (or folders of them), converted to the checkpoint's channels and input size and
     normalised with its training statistics, as the training images were. Models trained on an
     image folder get that loader's shorter-side resize and centre crop; the others a plain resize.
     invert: True inverts every image, "auto" each one on a light background (light_background);
     info["inverted"] lists which were."""
     files = image_files(images)
-    ckpt, model, dev, prec, info = _prepare(path, device, precision)
+    runtime = runtime or Runtime.resolve(device, precision)
+    dev = runtime.device
+    ckpt, model, info = _prepare(path, runtime)
     channels, height, width = ckpt.input_shape
     if ckpt.config.dataset == "folder" and height == width:
         pixels = np.stack([_decode_folder_style(f, height, channels, False) for f in files])
@@ -153,7 +159,7 @@ def embed_images(path: Path | str, images: list[Path | str], device: str = "auto
         pixels[i] = 255 - pixels[i]
     split = data_mod.Split(torch.from_numpy(pixels).to(dev), torch.zeros(len(files), dtype=torch.long, device=dev))
     mean, std = normalization_of(ckpt)
-    emb = _run(model, split, mean, std, ckpt, dev, prec, batch_size,
+    emb = _run(model, split, mean, std, ckpt, runtime, batch_size,
                {**info, "split": "images", "inverted": json.dumps(flipped)})
     emb.sources = [printable(f) for f in files]
     return emb

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import checkpoint as ckpt_io
 from .errors import ExportError
-from .pairs import normalization_of
+from .checkpoint import normalization_of
 
 INPUT = "images"
 OUTPUTS = ("features", "logits")

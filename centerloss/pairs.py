@@ -23,11 +23,10 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt_io
-from . import data as data_mod
-from .cifar import MEAN as CIFAR_MEAN, STD as CIFAR_STD
+from .checkpoint import normalization_of
 from .data import DataError, Split
 from .folder import decode_all, default_workers
-from .device import infer, load_model
+from .runtime import Runtime, infer, load_model
 from .verification import Verification, pair_scores, verify_scores
 
 YES = {"1", "true", "same", "yes", "match", "matched", "genuine"}
@@ -131,26 +130,15 @@ def read_pairs(pairs_file: str | Path, images_dir: str | Path | None = None) -> 
     return PairList(a, b, torch.tensor(same, dtype=torch.bool))
 
 
-def normalization_of(ckpt: ckpt_io.Checkpoint) -> tuple[list[float], list[float]]:
-    """The checkpoint's training statistics; for one written before cl stored them, those of the
-    built-in data set it names."""
-    if ckpt.normalization:
-        return ckpt.normalization["mean"], ckpt.normalization["std"]
-    name = ckpt.config.dataset
-    if name in data_mod.DATASETS:
-        spec = data_mod.DATASETS[name]
-        return [spec.mean], [spec.std]
-    if name == "cifar10":
-        return list(CIFAR_MEAN), list(CIFAR_STD)
-    raise ckpt_io.CheckpointError(f"the checkpoint stores no input normalisation and was trained "
-                                  f"on {name!r}; retrain it with this version of cl")
-
-
 def evaluate_pairs(path: Path | str, pairs_file: Path | str, images_dir: Path | str | None = None,
                    metric: str = "cosine", folds: int = 10, device: str = "auto",
-                   precision: str = "auto", workers: int = -1) -> tuple[dict, Verification]:
-    """Every verification figure of a checkpoint on the pairs of a file."""
-    ckpt, model, dev, prec = load_model(path, device, precision)
+                   precision: str = "auto", workers: int = -1, runtime: Runtime | None = None
+                   ) -> tuple[dict, Verification]:
+    """Every verification figure of a checkpoint on the pairs of a file; runtime, when given,
+    replaces device and precision."""
+    runtime = runtime or Runtime.resolve(device, precision)
+    dev = runtime.device
+    ckpt, model = load_model(path, runtime)
     pairs = read_pairs(pairs_file, images_dir)
     channels, size, width = ckpt.input_shape
     if size != width:
@@ -162,7 +150,7 @@ def evaluate_pairs(path: Path | str, pairs_file: Path | str, images_dir: Path | 
                         default_workers() if workers < 0 else workers)
     split = Split(images.to(dev), torch.zeros(len(unique), dtype=torch.int64, device=dev))
     mean, std = normalization_of(ckpt)
-    features, _ = infer(model, split, mean, std, dev, prec)
+    features, _ = infer(model, split, mean, std, runtime)
     ia = torch.tensor([where[p] for p in pairs.paths_a])
     ib = torch.tensor([where[p] for p in pairs.paths_b])
     features = features.cpu()

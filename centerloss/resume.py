@@ -21,7 +21,7 @@ from .checkpoint import CheckpointError
 from .config import Config
 from .errors import OptionError
 from .options import flag_of
-from .runfolder import RESUME
+from .runfolder import RESUME, resume_path as state_path
 from .safeio import HeaderError, read_header
 
 FORMAT = "cl-resume/1"
@@ -52,10 +52,6 @@ class ResumeState:
     rng_cuda: torch.Tensor | None = None
     guard: dict = field(default_factory=dict)   # Guard.state(): its learning-rate factor and level
     data_fingerprint: str = ""              # of the data set trained on (preflight.fingerprint)
-
-
-def state_path(out: Path | str) -> Path:
-    return Path(out) / RESUME
 
 
 def capture(cfg: Config, progress: EpochProgress, history: list[dict], input_shape: list[int],

@@ -1,5 +1,13 @@
-"""The run folder as a whole: whether it holds a run, whether we can write there, and clearing
-an old run for --overwrite. File formats and single files are checkpoint.py's."""
+"""The run folder: the path of every file in it, whether it holds a run, whether we can write
+there, and clearing an old run for --overwrite. File formats are checkpoint.py's and resume.py's.
+
+    RUN/model.safetensors              weights + centers of the latest epoch
+    RUN/epochs/epoch_NNN.safetensors   the same for every epoch
+    RUN/features/epoch_NNN.safetensors test (and a train sample of) features, labels, centers
+    RUN/history.jsonl                  one JSON object of metrics per epoch
+    RUN/resume.safetensors             the state a stopped run resumes from (resume.py)
+    RUN/plots/                         what cl plot draws, unless told otherwise
+    RUN/.lock                          held while a run trains"""
 from __future__ import annotations
 
 import os
@@ -9,27 +17,71 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from . import checkpoint as ckpt_io
+from .errors import TrainError
 
 try:
     import fcntl
 except ImportError:         # Windows: no flock; runs there go unlocked
     fcntl = None
-from .errors import TrainError
 
 MODEL = "model.safetensors"
 HISTORY = "history.jsonl"
 RESUME = "resume.safetensors"
-SUBFOLDERS = ("epochs", "features")
+LOCK = ".lock"
+EPOCHS, FEATURES, PLOTS = "epochs", "features", "plots"
+SUBFOLDERS = (EPOCHS, FEATURES)
 EPOCH_FILE = re.compile(r"epoch_\d{3,}\.safetensors")
 # What atomic_write leaves behind when a process is killed between creating and renaming.
 TEMP_FILE = re.compile(r"\.(model|resume|epoch_\d{3,})\.safetensors\..+\.tmp|\.history\.jsonl\..+\.tmp")
 
 
+def epoch_name(epoch: int) -> str:
+    return f"epoch_{epoch:03d}.safetensors"
+
+
+def model_path(run: Path | str) -> Path:
+    return Path(run) / MODEL
+
+
+def history_path(run: Path | str) -> Path:
+    return Path(run) / HISTORY
+
+
+def resume_path(run: Path | str) -> Path:
+    return Path(run) / RESUME
+
+
+def checkpoint_path(run: Path | str, epoch: int) -> Path:
+    return Path(run) / EPOCHS / epoch_name(epoch)
+
+
+def snapshot_path(run: Path | str, epoch: int) -> Path:
+    return Path(run) / FEATURES / epoch_name(epoch)
+
+
+def plot_path(run: Path | str, name: str) -> Path:
+    """Where cl plot writes a figure of the run by default (name: "curves.png", say)."""
+    return Path(run) / PLOTS / name
+
+
+def available_epochs(run: Path | str, sub: str = EPOCHS) -> list[int]:
+    """The epochs of a run with a file in its subfolder `sub` (EPOCHS or FEATURES), sorted."""
+    folder = Path(run) / sub
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in folder.glob("epoch_*.safetensors"):
+        try:
+            out.append(int(p.stem.split("_", 1)[1]))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
 def holds_run(out: Path) -> bool:
     out = Path(out)
     return (any((out / name).exists() for name in (MODEL, HISTORY, RESUME))
-            or any(ckpt_io.available_epochs(out, sub) for sub in SUBFOLDERS))
+            or any(available_epochs(out, sub) for sub in SUBFOLDERS))
 
 
 def check_out_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
@@ -92,9 +144,6 @@ def clear_run(out: Path) -> None:
         for path in _ours(out / sub, EPOCH_FILE):
             path.unlink()
     remove_temp_files(out)
-
-
-LOCK = ".lock"
 
 
 @contextmanager

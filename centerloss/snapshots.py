@@ -16,6 +16,8 @@ from . import checkpoint as ckpt_io
 from .config import Config
 from .errors import MissingEpoch, PlotError
 from .heads import is_angular
+from .options import check
+from .runfolder import FEATURES, available_epochs, snapshot_path
 
 SPLITS = ("test", "train")
 CLIP_QUANTILE = 0.001   # axis limits ignore the outermost 0.1% of points on each side
@@ -36,13 +38,9 @@ class Snapshot:
     class_weights: torch.Tensor | None = None   # [C, D] classifier weights; None before cl kept them
 
 
-def snapshot_path(run: Path | str, epoch: int) -> Path:
-    return Path(run) / "features" / ckpt_io.epoch_name(epoch)
-
-
 def snapshot_epochs(run: Path | str) -> list[int]:
     """The epochs of a run that have a feature snapshot, or a PlotError if it has none."""
-    epochs = ckpt_io.available_epochs(run, sub="features")
+    epochs = available_epochs(run, FEATURES)
     if not epochs:
         raise PlotError(f"{run} has no feature snapshots (features/epoch_NNN.safetensors); "
                         f"train one first with: cl train --out {run}")
@@ -171,8 +169,7 @@ def load_run(run: Path | str, split: str = "test", epochs: list[int] | None = No
     A run of a margin head is drawn as that head sees it, unless raw: every feature normalised
     (on the unit circle when 2-D) and, in place of the centers, the class directions (its
     classifier weights, or the directions of the centers in snapshots that lack the weights)."""
-    if split not in SPLITS:
-        raise PlotError(f"unknown split {split!r}; choose test or train")
+    check("--split", split)
     run = Path(run)
     present = snapshot_epochs(run)
     for epoch in epochs or []:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +21,6 @@ from . import resume as resume_mod
 from . import runfolder
 from .config import Config
 from .datasets import dataset_for
-from .device import autocast, infer, resolve_device, resolve_precision
 from .errors import Interrupted, TrainError
 from .guard import Guard, GuardEvent
 from .heads import Loss, softmax_loss, training_loss
@@ -31,6 +31,7 @@ from .models import build_model
 from .recipe import Schedule, make_optimizer
 from .resume import EpochProgress
 from .runfolder import check_out_dir
+from .runtime import Runtime, infer
 
 
 class LossWindow:
@@ -57,7 +58,7 @@ class LossWindow:
 class Callbacks:
     """Override what you need; the loop calls these and nothing else to report."""
 
-    def on_start(self, cfg: Config, device: torch.device, precision: str, dataset: data_mod.Dataset,
+    def on_start(self, cfg: Config, runtime: Runtime, dataset: data_mod.Dataset,
                  start_epoch: int) -> None: ...
 
     def on_epoch_start(self, epoch: int, batches: int) -> None: ...
@@ -104,8 +105,8 @@ def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None =
 
 def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | None, overwrite: bool,
            resume: bool | resume_mod.Header, ctx: distributed.Context) -> list[dict]:
-    device = ctx.device or resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    runtime = Runtime.resolve(cfg.device, cfg.precision, ctx)
+    device = runtime.device
     header = resume if isinstance(resume, resume_mod.Header) else None
     state = resume_mod.load_state(out, cfg, header) if resume else None
     history = state.history if state else []
@@ -158,12 +159,13 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
     guard = Guard(model, center_loss.centers, optimizer, ctx, **(state.guard if state else {}))
     if not state:
         save_state(progress)     # from here on --resume works, even if epoch 1 never ends
-    cb.on_start(cfg, device, precision, ds, progress.epoch)
+    loop = Loop(Step(forward, center_loss, optimizer, runtime, cfg.lam, cfg.grad_clip,
+                     training_loss(model)), model, ds, cfg, schedule, guard, cb)
+    cb.on_start(cfg, runtime, ds, progress.epoch)
     with stop_on_signals() as stop:
         for epoch in range(progress.epoch, cfg.epochs + 1):
             with accel.cudnn_mode(autotune=False):
-                record = train_epoch(net, center_loss, optimizer, schedule, ds, cfg, epoch, device,
-                                     precision, cb, progress, stop, ctx, forward, guard)
+                record = train_epoch(loop, epoch, progress, stop)
             if record is None:
                 raise Interrupted(stop.signum, epoch, progress.batch, batches, save_state(progress))
             if ctx.group is not None:   # the proof that the all-reduced updates kept them equal
@@ -173,7 +175,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
                 history.append(record)
                 continue
             cb.on_evaluate(epoch)
-            record.update(evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out))
+            record.update(evaluate_epoch(model, center_loss, ds, runtime, cfg.snapshot_train))
             # In this order a kill anywhere is safe: the epoch's files, then the state that
             # counts the epoch done, then the history that lists it.
             save_epoch(out, model, center_loss, ds, cfg, epoch, record)
@@ -186,46 +188,66 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
     return history
 
 
-def train_step(forward: accel.Forward, center_loss: CenterLoss, optimizer: torch.optim.Optimizer,
-               x: torch.Tensor, y: torch.Tensor, lam: float, lr: float, device: torch.device,
-               precision: str, scale: float = 1.0, clip: float = 0.0,
-               head_loss: Loss = softmax_loss
+@dataclass
+class Step:
+    """What one optimisation step needs besides its batch and learning rate."""
+    forward: accel.Forward          # the model, maybe under DDP and compiled
+    center_loss: CenterLoss
+    optimizer: torch.optim.Optimizer
+    runtime: Runtime
+    lam: float
+    clip: float = 0.0               # largest gradient norm; 0: none
+    head_loss: Loss = softmax_loss  # (logits, labels) -> cross-entropy, a margin head's with its margin
+
+
+@dataclass
+class Loop:
+    """What an epoch of training needs: the step, the model it evaluates and saves, the data, the
+    run's config, the learning-rate schedule, the guard and the callbacks."""
+    step: Step
+    model: torch.nn.Module
+    ds: data_mod.Dataset
+    cfg: Config
+    schedule: Schedule
+    guard: Guard
+    cb: Callbacks
+
+
+def train_step(step: Step, x: torch.Tensor, y: torch.Tensor, lr: float, scale: float = 1.0
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimisation step on a batch; returns (features, cross-entropy, center loss), still on
     the device. Nothing here reads a value back, so the host never waits for the device. `scale`
     multiplies the loss that is differentiated (DDP's shard weighting), not the losses returned.
-    `clip` > 0 scales the gradient down to that norm when it is larger: the step a 2-D feature
+    `step.clip` > 0 scales the gradient down to that norm when it is larger: the step a 2-D feature
     layer takes otherwise can throw the features far out in one batch and diverge (a 4,000-image
-    MNIST run did at a learning rate of 0.02). The norm stays on the device, so no sync.
-    `head_loss` turns (logits, labels) into the cross-entropy: a margin head's adds its margin."""
+    MNIST run did at a learning rate of 0.02). The norm stays on the device, so no sync."""
+    optimizer = step.optimizer
     for group in optimizer.param_groups:
         group["lr"] = lr
-    with autocast(device, precision):
-        features, logits = forward(x.contiguous(memory_format=torch.channels_last))
-    ce = head_loss(logits, y)
-    center = center_loss(features, y)          # also moves the centers by Eq. 4
-    loss = ce + lam * center
+    with step.runtime.autocast():
+        features, logits = step.forward(x.contiguous(memory_format=torch.channels_last))
+    ce = step.head_loss(logits, y)
+    center = step.center_loss(features, y)          # also moves the centers by Eq. 4
+    loss = ce + step.lam * center
     if scale != 1.0:
         loss = loss * scale
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if clip > 0:
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
+    if step.clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                       step.clip)
     optimizer.step()
     return features, ce, center
 
 
-def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device, precision, cb,
-                progress: EpochProgress | None = None, stop: StopRequest | None = None,
-                ctx: distributed.Context = distributed.Context(),
-                forward: accel.Forward | None = None, guard: Guard | None = None) -> dict | None:
+def train_epoch(loop: Loop, epoch: int, progress: EpochProgress | None = None,
+                stop: StopRequest | None = None) -> dict | None:
     """Train one epoch from progress.batch on and return its record, or None if `stop` was
-    requested before its last batch: `progress` then holds where it stopped. `forward` (default:
-    the model) may be a compiled one. `guard` (guard.py) throws away steps that diverged: the
-    epoch then goes on from the last good batch with a lower learning rate."""
-    forward = forward or model
-    guard = guard or Guard(model, center_loss.centers, optimizer, ctx)
-    head_loss = training_loss(model)
+    requested before its last batch: `progress` then holds where it stopped. The guard (guard.py)
+    throws away steps that diverged: the epoch then goes on from the last good batch with a lower
+    learning rate."""
+    model, ds, cfg, guard, cb = loop.model, loop.ds, loop.cfg, loop.guard, loop.cb
+    center_loss, ctx, device = loop.step.center_loss, loop.step.runtime.ctx, loop.step.runtime.device
     model.train()
     center_loss.train()
     n = len(ds.train)
@@ -249,9 +271,8 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
             # batch makes that average the gradient of the whole batch's mean even when shards
             # differ by one
             scale = y.shape[0] * ctx.world / m if ctx.world > 1 else 1.0
-            features, ce, center = train_step(forward, center_loss, optimizer, x, y, cfg.lam,
-                                              schedule(step + i) * guard.lr_scale, device,
-                                              precision, scale, cfg.grad_clip, head_loss)
+            features, ce, center = train_step(loop.step, x, y,
+                                              loop.schedule(step + i) * guard.lr_scale, scale)
             guard.observe(ce + cfg.lam * center)
             cb.on_features(features.detach(), y, center_loss.centers)
             window.add(ce, center)
@@ -283,7 +304,7 @@ def train_epoch(model, center_loss, optimizer, schedule, ds, cfg, epoch, device,
     seconds = time.perf_counter() - start
     record = {"epoch": epoch, "train_ce": train_ce, "train_center": train_center,
               "train_seconds": seconds, "train_images_per_s": seen / seconds,
-              "lr": schedule(step + batches - 1) * guard.lr_scale}
+              "lr": loop.schedule(step + batches - 1) * guard.lr_scale}
     if progress.guard_events:
         record["guard"] = list(progress.guard_events)
     return record
@@ -299,9 +320,12 @@ def probe(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out) -> dict:
+def evaluate_epoch(model: torch.nn.Module, center_loss: CenterLoss, ds: data_mod.Dataset,
+                   runtime: Runtime, snapshot_train: int = 0) -> dict:
+    """The epoch's test metrics, and the features snapshots keep: of the test split, and of
+    `snapshot_train` train images (the same ones every epoch)."""
     start = time.perf_counter()
-    features, logits = infer(model, ds.test, ds.mean, ds.std, device, precision)
+    features, logits = infer(model, ds.test, ds.mean, ds.std, runtime)
     labels = ds.test.labels
     centers = center_loss.centers
     comp = compactness(features, centers, labels)
@@ -315,9 +339,9 @@ def evaluate_epoch(model, center_loss, ds, cfg, epoch, device, precision, out) -
         "angular_compactness": angular_compactness(features, directions, labels),
         "_test_snapshot": (features, labels),
     }
-    if cfg.snapshot_train:   # the same train images every epoch, through the epoch's final model
-        sample = preflight.sample_split(ds.train, cfg.snapshot_train)
-        train_features, _ = infer(model, sample, ds.mean, ds.std, device, precision)
+    if snapshot_train:   # the same train images every epoch, through the epoch's final model
+        sample = preflight.sample_split(ds.train, snapshot_train)
+        train_features, _ = infer(model, sample, ds.mean, ds.std, runtime)
         record["_train_snapshot"] = (train_features, sample.labels)
     record["eval_seconds"] = time.perf_counter() - start
     return record
@@ -335,9 +359,9 @@ def save_epoch(out: Path, model, center_loss, ds, cfg, epoch: int, record: dict)
     metrics = {k: v for k, v in record.items() if k != "epoch"}
     meta = {"config": cfg.to_json(), "epoch": str(epoch), "dataset": cfg.dataset,
             "classes": json.dumps(list(ds.classes)), "metrics": json.dumps(metrics)}
-    ckpt_io.save_features(out / "features" / ckpt_io.epoch_name(epoch), snap, meta)
+    ckpt_io.save_features(runfolder.snapshot_path(out, epoch), snap, meta)
     state = {k: v for k, v in model.state_dict().items()}
     checkpoint = ckpt_io.Checkpoint(cfg, epoch, list(ds.classes), state, center_loss.centers,
                                     ds.input_shape, metrics, ds.normalization())
-    ckpt_io.save_checkpoint(out / "epochs" / ckpt_io.epoch_name(epoch), checkpoint)
-    ckpt_io.save_checkpoint(out / "model.safetensors", checkpoint)
+    ckpt_io.save_checkpoint(runfolder.checkpoint_path(out, epoch), checkpoint)
+    ckpt_io.save_checkpoint(runfolder.model_path(out), checkpoint)

@@ -46,6 +46,7 @@ def plot(
     arcface) is drawn as the head sees it: features normalised onto the unit circle, with rays
     to the class directions; --raw draws the features as learned."""
     from centerloss import plots, snapshots
+    from centerloss.runfolder import plot_path
     modes = [name for name, on in (("--gif", gif), ("--curves", curves), ("--compare", compare),
                                                  ("--roc", roc)) if on]
     if len(modes) > 1:
@@ -64,22 +65,22 @@ def plot(
             from centerloss import roc as roc_mod
             targets = runs or [run]
             curves = roc_mod.snapshot_curves(targets, epoch, metric)
-            path = roc_mod.save_roc(out or targets[0] / "plots" / "roc.png", curves,
+            path = roc_mod.save_roc(out or plot_path(targets[0], "roc.png"), curves,
                                     f"verification ROC, {metric} score, 6000 test pairs")
         elif compare:
             epochs = [epoch if epoch is not None else snapshots.snapshot_epochs(r)[-1] for r in runs]
             views = [snapshots.load_run(r, split, [e], raw) for r, e in zip(runs, epochs)]
             fig = plots.compare_figure(views, epochs, [str(r) for r in runs])
-            path = plots.save_figure(fig, out or runs[0] / "plots" / "compare.png")
+            path = plots.save_figure(fig, out or plot_path(runs[0], "compare.png"))
         elif curves:
-            path = plots.save_figure(plots.curves_figure(run), out or run / "plots" / "curves.png")
+            path = plots.save_figure(plots.curves_figure(run), out or plot_path(run, "curves.png"))
         elif gif:
-            path = plots.write_gif(snapshots.load_run(run, split, raw=raw), out or run / "plots" / "features.gif", fps)
+            path = plots.write_gif(snapshots.load_run(run, split, raw=raw), out or plot_path(run, "features.gif"), fps)
         else:
             view = snapshots.load_run(run, split, raw=raw)
             chosen = view.last_epoch if epoch is None else epoch
             path = plots.save_figure(plots.epoch_figure(view, chosen),
-                                     out or run / "plots" / f"epoch_{chosen:03d}.png")
+                                     out or plot_path(run, f"epoch_{chosen:03d}.png"))
     except ClError as e:       # found while working: exit 1, whatever the kind
         fail(str(e))
     console.print(f"wrote {path}")
@@ -132,6 +133,7 @@ def embed(
 ) -> None:
     from centerloss import checkpoint as ckpt_io
     from centerloss import embed as embed_mod
+    from centerloss.runtime import Runtime
     if images and not use_images:
         fail("image paths given as arguments need --images: cl embed --images PATH ... -o FILE", 2)
     if use_images and not images:
@@ -142,16 +144,17 @@ def embed(
         fail(f"--{'auto-' if auto_invert else ''}invert applies to --images only", 2)
     if invert and auto_invert:
         fail("--invert inverts every image and --auto-invert chooses per image; pass one", 2)
-    check_all(batch_size=batch_size, epoch=epoch, split=split, device=device, precision=precision)
+    check_all(batch_size=batch_size, epoch=epoch, split=split)
+    runtime = Runtime.resolve(device, precision)
     try:
         embed_mod.check_output(out, overwrite)
         path = ckpt_io.resolve(run, checkpoint, epoch)
         if use_images:
-            emb = embed_mod.embed_images(path, images, device, precision, batch_size,
-                                         "auto" if auto_invert else invert)
+            emb = embed_mod.embed_images(path, images, batch_size=batch_size,
+                                         invert="auto" if auto_invert else invert, runtime=runtime)
         else:
             emb = embed_mod.embed_split(path, split or "test", str(data_dir) if data_dir else None,
-                                        device, precision, batch_size)
+                                        batch_size=batch_size, runtime=runtime)
         embed_mod.write_embedding(emb, out, overwrite)
     except ClError as e:       # found while working: exit 1, whatever the kind
         fail(str(e))

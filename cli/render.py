@@ -92,7 +92,7 @@ class TrainReporter(Callbacks):
         self.epochs = 0
         self.start = 0.0
 
-    def on_start(self, cfg, device, precision, dataset, start_epoch) -> None:
+    def on_start(self, cfg, runtime, dataset, start_epoch) -> None:
         self.epochs = cfg.epochs
         self.start = time.perf_counter()
         self.draw_view = self.live and view_wanted(self.live_flag, cfg.feature_dim, self.console)
@@ -111,7 +111,8 @@ class TrainReporter(Callbacks):
             f"lambda {cfg.lam:g}, "
             f"alpha {cfg.alpha:g}, {plural(cfg.epochs, 'epoch', 'epochs')} of {plural(batches, 'batch', 'batches')} of "
             f"{cfg.batch_size}, "
-            f"{device.type} {precision}" + (f", {cpu.describe()}" if device.type == "cpu" else ""),
+            f"{runtime.device.type} {runtime.precision}"
+            + (f", {cpu.describe()}" if runtime.device.type == "cpu" else ""),
             highlight=False)
 
     def on_epoch_start(self, epoch: int, batches: int) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from pathlib import Path
 from typing import Optional
@@ -14,6 +13,7 @@ from rich.table import Table
 from centerloss.config import Config
 from centerloss.limits import tidy_json
 from centerloss.options import CONFIG_DEFAULTS, check_all
+from centerloss.runfolder import model_path
 
 from centerloss.errors import ClError, WriteError
 
@@ -74,7 +74,7 @@ def train(
     Under `torchrun --nproc-per-node N -m cli train ...` it trains on N processes with
     DistributedDataParallel; --batch-size is then the batch of all of them together."""
     from centerloss import resume as resume_mod
-    from centerloss.distributed import is_main_process
+    from centerloss.distributed import launched
     from centerloss.errors import Interrupted
     from centerloss.train import train as run_training
 
@@ -111,8 +111,8 @@ def train(
             return
         if not (quiet or as_json):
             console.print(f"resuming {out} at epoch {epoch}" + (f", batch {batch + 1}" if batch else ""))
-    main = is_main_process()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    where = launched()      # rank 0 reports; the others say which they are
+    main, world = where.is_main, where.world
     if main and world > 1 and not (quiet or as_json):
         console.print(f"torchrun: {world} processes under DDP, each training on 1/{world} of "
                       f"every batch of {batch_size}")
@@ -132,27 +132,28 @@ def train(
         fail(f"{e}; training stopped, and {saved_so_far(out)}")
     except WriteError as e:        # a full disk, say: what is saved, and how to go on
         reporter.close()
-        fail(f"{e}; {saved_so_far(out)}" if main else f"rank {os.environ.get('RANK')}: {e}")
+        fail(f"{e}; {saved_so_far(out)}" if main else f"rank {where.rank}: {e}")
     except ClError as e:
         reporter.close()
-        fail(str(e) if main else f"rank {os.environ.get('RANK')}: {e}", e.exit_code)
+        fail(str(e) if main else f"rank {where.rank}: {e}", e.exit_code)
     if not main:
         return
     last = records[-1]
     if quiet:
         console.print(epoch_line(last, cfg.epochs))
     elif not as_json:
-        console.print(f"saved {out / 'model.safetensors'} (epoch {last['epoch']}); "
+        console.print(f"saved {model_path(out)} (epoch {last['epoch']}); "
                       f"next: cl eval --run {out}")
 
 
 def saved_so_far(out: Path) -> str:
     """What a stopped run left in its folder, and how to go on: for the last line it prints."""
     from centerloss import checkpoint as ckpt_io
+    from centerloss import runfolder
 
     from .render import plural
-    done = len(ckpt_io.read_history(out)) if (out / "history.jsonl").is_file() else 0
-    if not (out / "resume.safetensors").is_file():
+    done = len(ckpt_io.read_history(out))
+    if not runfolder.resume_path(out).is_file():
         return f"nothing was written to {out}"
     return (f"{out} holds {plural(done, 'finished epoch', 'finished epochs')}; resume with: "
             f"cl train --resume --out {shlex.quote(str(out))}")
@@ -180,6 +181,7 @@ def evaluate(
     """Measure a trained model on the test split, or verify pairs of images with it."""
     from centerloss import checkpoint as ckpt_io
     from centerloss.evaluate import evaluate_checkpoint
+    from centerloss.runtime import Runtime
 
     from .render import plural, print_verification
     check_all(metric=metric)
@@ -188,16 +190,16 @@ def evaluate(
              "pass one of them", 2)
     if images_dir is not None and pairs is None:
         fail("--images-dir is where the paths of --pairs start; pass --pairs too", 2)
-    check_all(num_pairs=num_pairs, folds=folds, pair_seed=pair_seed, epoch=epoch, device=device,
-              precision=precision)
+    check_all(num_pairs=num_pairs, folds=folds, pair_seed=pair_seed, epoch=epoch)
+    runtime = Runtime.resolve(device, precision)
     path = ckpt_io.resolve(run, checkpoint, epoch)
     try:
         if pairs is not None:
             from centerloss.pairs import evaluate_pairs
-            report, _ = evaluate_pairs(path, pairs, images_dir, metric, folds, device, precision)
+            report, _ = evaluate_pairs(path, pairs, images_dir, metric, folds, runtime=runtime)
         else:
-            report = evaluate_checkpoint(path, data_dir=str(data_dir) if data_dir else None, device=device,
-                                         precision=precision, verify_pairs=num_pairs if verify else 0, pair_seed=pair_seed,
+            report = evaluate_checkpoint(path, data_dir=str(data_dir) if data_dir else None,
+                                         runtime=runtime, verify_pairs=num_pairs if verify else 0, pair_seed=pair_seed,
                                          metric=metric, folds=folds)
     except ClError as e:       # the work is done, so a bad value found now is not a usage error
         fail(str(e))

@@ -12,7 +12,7 @@ from centerloss import checkpoint as ckpt_io
 from centerloss import data as data_mod
 from centerloss.config import Config
 from centerloss.models import build_model
-from centerloss.device import infer
+from centerloss.runtime import Runtime, infer
 from centerloss.train import Callbacks, make_optimizer, train
 from cli.main import app
 
@@ -76,7 +76,7 @@ def test_training_is_deterministic_and_inference_autotunes(tiny_data, tmp_path):
 
     seen.clear()
     split = data_mod.Split(torch.zeros(3, 28, 28, dtype=torch.uint8), torch.zeros(3, dtype=torch.long))
-    infer(FlagModel(), split, 0.0, 1.0, torch.device("cpu"), "fp32")
+    infer(FlagModel(), split, 0.0, 1.0, Runtime(torch.device("cpu"), "fp32"))
     assert seen == [(True, False)]
 
 
@@ -94,16 +94,16 @@ def test_cpu_inference_batch_follows_the_thread_count():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        features, logits = infer(SizeModel(), split, 0.0, 1.0, cpu, "fp32")
+        features, logits = infer(SizeModel(), split, 0.0, 1.0, Runtime(cpu, "fp32"))
         assert sizes == [128] * 4 + [88] and features.shape == (600, 2) and logits.shape == (600, 10)
         torch.set_num_threads(2)
         sizes.clear()
-        infer(SizeModel(), split, 0.0, 1.0, cpu, "fp32")
+        infer(SizeModel(), split, 0.0, 1.0, Runtime(cpu, "fp32"))
         assert sizes == [128] * 4 + [88]     # two threads too: see inference_batch_size
     finally:
         torch.set_num_threads(threads)
     sizes.clear()
-    infer(SizeModel(), split, 0.0, 1.0, cpu, "fp32", batch_size=200)
+    infer(SizeModel(), split, 0.0, 1.0, Runtime(cpu, "fp32"), batch_size=200)
     assert sizes == [200, 200, 200]
     assert accel.inference_batch_size(torch.device("cuda")) == 2048
 

@@ -91,7 +91,7 @@ def test_embed_rgb_images_with_a_folder_model_matches_its_own_forward_pass(run, 
 
     from centerloss import data as data_mod
     from centerloss.folder import decode
-    from centerloss.device import infer
+    from centerloss.runtime import Runtime, infer
     images, run_dir = run
     files = sorted((images / "class_1").glob("*.png"))[:5]
     out = tmp_path / "e.safetensors"
@@ -105,5 +105,5 @@ def test_embed_rgb_images_with_a_folder_model_matches_its_own_forward_pass(run, 
     pixels = torch.from_numpy(np.stack([decode(f, 16, 3) for f in files]))
     split = data_mod.Split(pixels, torch.zeros(len(files), dtype=torch.long))
     features, _ = infer(model, split, ckpt.normalization["mean"], ckpt.normalization["std"],
-                        torch.device("cpu"), "fp32")
+                        Runtime(torch.device("cpu"), "fp32"))
     torch.testing.assert_close(got["features"], features)

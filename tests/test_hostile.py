@@ -237,14 +237,16 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
 def test_train_snapshot_is_the_final_model_on_fixed_images(world):
     from centerloss import preflight
     from centerloss.datasets import dataset_for
-    from centerloss.device import infer, load_model
+    from centerloss.runtime import Runtime, infer, load_model
     run = world["run"]
     for epoch in (1, 2):
         tensors, _ = ckpt_io.read_tensors(run / "features" / ckpt_io.epoch_name(epoch))
-        ckpt, model, dev, prec = load_model(run / "epochs" / ckpt_io.epoch_name(epoch), "cpu", "fp32")
+        runtime = Runtime.resolve("cpu", "fp32")
+        ckpt, model = load_model(run / "epochs" / ckpt_io.epoch_name(epoch), runtime)
+        dev = runtime.device
         ds = dataset_for(ckpt.config, dev)
         sample = preflight.sample_split(ds.train, 20)
-        features, _ = infer(model, sample, ds.mean, ds.std, dev, prec)
+        features, _ = infer(model, sample, ds.mean, ds.std, runtime)
         assert torch.allclose(tensors["train_features"], features, atol=1e-5)
         assert torch.equal(tensors["train_labels"], sample.labels)
 

@@ -7,7 +7,7 @@ from centerloss.data import DataError, Split
 from centerloss.datasets import open_dataset
 from centerloss.folder import decode_all
 from centerloss.pairs import evaluate_pairs, normalization_of, read_pairs
-from centerloss.device import infer
+from centerloss.runtime import Runtime, infer
 from centerloss.verification import pair_scores, verify_scores
 from imagedata import train_folder_run, write_png_gray
 
@@ -74,7 +74,7 @@ def test_pairs_through_the_checkpoint_score_like_its_features(run, tmp_path):
     ckpt = ckpt_io.load_checkpoint(run_dir / "model.safetensors")
     model = ckpt_io.build_from_checkpoint(ckpt)
     split = Split(decode_all([str(f) for f in files], 16, 3, 0), torch.zeros(20, dtype=torch.int64))
-    features, _ = infer(model, split, ds.mean, ds.std, torch.device("cpu"), "fp32")
+    features, _ = infer(model, split, ds.mean, ds.std, Runtime(torch.device("cpu"), "fp32"))
     index = {f: i for i, f in enumerate(files)}
     a = torch.tensor([index[f] for f in files for g in files if f < g])
     b = torch.tensor([index[g] for f in files for g in files if f < g])
