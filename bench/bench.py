@@ -43,7 +43,10 @@ from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
 from centerloss import accel
-from centerloss import data as data_mod
+from centerloss import batches as batch_mod
+from centerloss import datasets as data_mod
+from centerloss import errors as errors_mod
+from centerloss import idx as idx_mod
 from centerloss.config import Config
 from centerloss.loss import CenterLoss
 from centerloss.models import build_model
@@ -126,7 +129,7 @@ def classic_dataset(ds: data_mod.Dataset, root: str, train_split: bool, augment:
     side = ds.train.images.shape[-1]
     steps = [transforms.RandomCrop(side, padding=augment)] if augment else []
     steps += [transforms.ToTensor(), transforms.Normalize((ds.mean,), (ds.std,))]
-    cls = getattr(tvd, data_mod.DATASETS[ds.name].tv_class)
+    cls = getattr(tvd, idx_mod.DATASETS[ds.name].tv_class)
     return cls(root, train=train_split, transform=transforms.Compose(steps), download=False)
 
 
@@ -146,7 +149,7 @@ def new_net(cfg: Config, ds: data_mod.Dataset, device: torch.device, channels_la
 
 def cl_batches(ds: data_mod.Dataset, cfg: Config) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for epoch in itertools.count(1):
-        yield from data_mod.train_batches(ds.train, cfg.batch_size, cfg.seed, epoch, cfg.augment,
+        yield from batch_mod.train_batches(ds.train, cfg.batch_size, cfg.seed, epoch, cfg.augment,
                                           ds.mean, ds.std)
 
 
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         run(args)
-    except (data_mod.DataError, TrainError, accel.CompileError, ValueError) as e:
+    except (errors_mod.DataError, TrainError, accel.CompileError, ValueError) as e:
         sys.exit(f"error: {e}")
 
 
@@ -299,9 +302,9 @@ def run(args: argparse.Namespace) -> None:
                  precision=args.precision, compile=args.compile, batch_size=args.batch_size,
                  seed=args.seed, epochs=args.epochs)
     cfg.validate()
-    data_mod.find_files(args.dataset, args.data_dir or None)    # downloads if need be
+    idx_mod.find_files(args.dataset, args.data_dir or None)    # downloads if need be
     root = args.data_dir or str(data_mod.default_data_dir())
-    ds = data_mod.load(args.dataset, root, device)
+    ds = idx_mod.load(args.dataset, root, device)
     threads = torch.get_num_threads()
     print(f"{args.model} on {args.dataset}, batch {args.batch_size}, {device}, torch {torch.__version__}"
           f"\n  {machine(device)}\n  cl: {precision}, channels_last, compile {args.compile}, "

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from centerloss import cpu
-from centerloss import data as data_mod
+from centerloss import errors as errors_mod
+from centerloss import idx as idx_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = {"cl": {}, "spin": {"GOMP_SPINCOUNT": "300000"}, "t1": {"OMP_NUM_THREADS": "1"}}
@@ -56,11 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def write_subset(args: argparse.Namespace, folder: Path) -> Path:
     """The first images of each split as plain idx files in torchvision's layout under folder."""
-    ds = data_mod.load(args.dataset, args.data_dir or None, torch.device("cpu"))
-    raw = folder / data_mod.DATASETS[args.dataset].tv_class / "raw"
+    ds = idx_mod.load(args.dataset, args.data_dir or None, torch.device("cpu"))
+    raw = folder / idx_mod.DATASETS[args.dataset].tv_class / "raw"
     raw.mkdir(parents=True)
-    for split, n, (images_name, labels_name) in ((ds.train, args.train_images, data_mod.IDX_FILES["train"]),
-                                                 (ds.test, args.test_images, data_mod.IDX_FILES["test"])):
+    for split, n, (images_name, labels_name) in ((ds.train, args.train_images, idx_mod.IDX_FILES["train"]),
+                                                 (ds.test, args.test_images, idx_mod.IDX_FILES["test"])):
         images = split.images[:n].numpy().astype(np.uint8)
         labels = split.labels[:n].numpy().astype(np.uint8)
         header = np.array([0x803, *images.shape], dtype=">u4").tobytes()
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             data = write_subset(args, Path(tmp) / "data")
-        except data_mod.DataError as e:
+        except errors_mod.DataError as e:
             sys.exit(f"error: {e}")
         results = measure(args, data, Path(tmp))
     print(f"{'setting':8} {'quiet img/s':>12} {'busy img/s':>11} {'busy/quiet':>10} "

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from centerloss import data as data_mod
+from centerloss import batches as batch_mod
+from centerloss import idx as idx_mod
 from centerloss.folder import load_folder
 
 
 def export(root: Path, n: int, channels: int) -> None:
-    ds = data_mod.load("fashion-mnist", device="cpu", download=False)
+    ds = idx_mod.load("fashion-mnist", device="cpu", download=False)
     images, labels = ds.train.images[:n].numpy(), ds.train.labels[:n].tolist()
     for i, (img, y) in enumerate(zip(images, labels)):
         folder = root / f"{y}_{ds.classes[y].replace('/', '-')}"
@@ -35,7 +36,7 @@ def export(root: Path, n: int, channels: int) -> None:
 def epoch_rate(split, batch_size: int, mean, std) -> float:
     start = time.perf_counter()
     seen = 0
-    for x, _ in data_mod.train_batches(split, batch_size, 0, 1, 2, mean, std):
+    for x, _ in batch_mod.train_batches(split, batch_size, 0, 1, 2, mean, std):
         seen += x.shape[0]
     return seen / (time.perf_counter() - start)
 

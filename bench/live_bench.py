@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from centerloss import data as data_mod
+from centerloss import datasets as data_mod
 from centerloss.config import Config
 from centerloss.datasets import dataset_for
 from centerloss.runtime import resolve_device

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from centerloss import cpu
-from centerloss import data as data_mod
+from centerloss import datasets as data_mod
 from centerloss.config import Config
 from centerloss.datasets import dataset_for
 from centerloss.runtime import resolve_device

@@ -21,7 +21,7 @@ cpu.prepare()   # as `cl` does, before torch loads OpenMP: passive wait, the usa
 import torch  # noqa: E402
 
 from centerloss import accel
-from centerloss import data as data_mod
+from centerloss import datasets as data_mod
 from centerloss.config import Config
 from centerloss.loss import CenterLoss
 from centerloss.models import build_model

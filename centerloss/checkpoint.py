@@ -175,7 +175,7 @@ def normalization_of(ckpt: Checkpoint, ds=None) -> tuple[list[float], list[float
         norm = ds.normalization()
         return norm["mean"], norm["std"]
     from .cifar import MEAN as CIFAR_MEAN, STD as CIFAR_STD
-    from .data import DATASETS
+    from .idx import DATASETS
     name = ckpt.config.dataset
     if name in DATASETS:
         return [DATASETS[name].mean], [DATASETS[name].std]

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import Dataset, DataError, Split, default_data_dir
+from .datasets import Dataset, Split, default_data_dir
+
+from .errors import DataError
 
 FOLDER = "cifar-10-batches-bin"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt_io
-from . import data as data_mod
+from . import datasets as data_mod
 from .datasets import dataset_for
 from .errors import EmbedError  # noqa: F401  (defined without torch, for the CLI)
 from .folder import decode, open_image, printable, to_mode

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .data import Dataset, DataError, Split
+from .datasets import Dataset, Split
+
+from .errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm",
                   ".ppm", ".pbm"}

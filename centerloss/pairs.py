@@ -24,7 +24,8 @@ import torch
 
 from . import checkpoint as ckpt_io
 from .checkpoint import normalization_of
-from .data import DataError, Split
+from .datasets import Split
+from .errors import DataError
 from .folder import decode_all, default_workers
 from .runtime import Runtime, infer, load_model
 from .verification import Verification, pair_scores, verify_scores

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from . import data as data_mod
+from . import batches as batch_mod
+from . import datasets as data_mod
 from .config import Config
 from .errors import TrainError
 from .folder import StreamedSplit
@@ -45,7 +46,7 @@ def check_data(cfg: Config, ds: data_mod.Dataset, world: int = 1) -> None:
         raise TrainError(f"{ds.name}: images are {h}x{w}; cl's models take square images "
                          f"(an image folder is cropped square with --dataset folder)")
     n = len(ds.train)
-    if data_mod.batches_per_epoch(n, cfg.batch_size, world) < 1:
+    if batch_mod.batches_per_epoch(n, cfg.batch_size, world) < 1:
         raise TrainError(f"{ds.name}: the train split has {_plural(n, 'image')}, too few for one "
                          f"batch (BatchNorm needs at least {2 * world}); add training images")
     try:    # shapes only, on the meta device: costs nothing and allocates nothing

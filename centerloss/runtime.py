@@ -13,7 +13,8 @@ import torch
 
 from . import accel
 from . import checkpoint as ckpt_io
-from . import data as data_mod
+from . import batches as batch_mod
+from . import datasets as data_mod
 from . import distributed, options
 from .errors import TrainError
 
@@ -80,7 +81,7 @@ def infer(model: torch.nn.Module, split: data_mod.Split, mean: data_mod.Stats, s
     model.eval()
     feats, logits = [], []
     with runtime.autocast(), accel.cudnn_mode(autotune=True):
-        for x, _ in data_mod.eval_batches(split, batch_size, mean, std):
+        for x, _ in batch_mod.eval_batches(split, batch_size, mean, std):
             f, z = model(x.contiguous(memory_format=torch.channels_last))
             feats.append(f.float())
             logits.append(z.float())

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from . import accel, preflight
 from . import checkpoint as ckpt_io
-from . import data as data_mod
+from . import batches as batch_mod
+from . import datasets as data_mod
 from . import distributed
 from . import resume as resume_mod
 from . import runfolder
@@ -136,7 +137,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
             forward = accel.compiled_forward(net, cfg.batch_size // ctx.world, device)
         except accel.CompileError as e:
             raise TrainError(str(e)) from e
-    batches = data_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
+    batches = batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
     schedule = Schedule.for_run(cfg, batches)
     if state:
         resume_mod.restore(state, model, center_loss.centers, optimizer, device,
@@ -251,7 +252,7 @@ def train_epoch(loop: Loop, epoch: int, progress: EpochProgress | None = None,
     model.train()
     center_loss.train()
     n = len(ds.train)
-    batches = data_mod.batches_per_epoch(n, cfg.batch_size, ctx.world)
+    batches = batch_mod.batches_per_epoch(n, cfg.batch_size, ctx.world)
     progress = progress or EpochProgress(epoch)
     window = LossWindow(device)
     totals = LossWindow(device, progress.loss_sums, progress.batch)
@@ -263,7 +264,7 @@ def train_epoch(loop: Loop, epoch: int, progress: EpochProgress | None = None,
     guard.start_epoch(first, totals.sums)
     while True:
         event = None
-        for i, (x, y) in enumerate(data_mod.train_batches(ds.train, cfg.batch_size, cfg.seed, epoch,
+        for i, (x, y) in enumerate(batch_mod.train_batches(ds.train, cfg.batch_size, cfg.seed, epoch,
                                                            cfg.augment, ds.mean, ds.std, start=first,
                                                            rank=ctx.rank, world=ctx.world), first):
             m = min(cfg.batch_size, n - i * cfg.batch_size)   # the whole batch, over all ranks

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from centerloss import accel
 from centerloss import checkpoint as ckpt_io
-from centerloss import data as data_mod
+from centerloss import datasets as data_mod
 from centerloss.config import Config
 from centerloss.models import build_model
 from centerloss.runtime import Runtime, infer

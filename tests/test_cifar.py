@@ -8,7 +8,7 @@ import torch
 from centerloss import checkpoint as ckpt_io
 from centerloss import cifar
 from centerloss.config import Config
-from centerloss.data import DataError
+from centerloss.errors import DataError
 from centerloss.datasets import open_dataset
 from centerloss.evaluate import evaluate_checkpoint
 from centerloss.train import train

@@ -89,7 +89,7 @@ def test_embed_rgb_images_with_a_folder_model_matches_its_own_forward_pass(run, 
     import torch
     from safetensors.torch import load_file
 
-    from centerloss import data as data_mod
+    from centerloss import datasets as data_mod
     from centerloss.folder import decode
     from centerloss.runtime import Runtime, infer
     images, run_dir = run

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from centerloss import checkpoint as ckpt_io
-from centerloss import data as data_mod
+from centerloss import batches as batch_mod
+from centerloss import idx as idx_mod
 from centerloss.embed import EmbedError, embed_images, embed_split, read_image, write_embedding
 from cli.main import app
 
@@ -27,9 +28,9 @@ def forward(checkpoint, images_u8: torch.Tensor):
     """Features and logits by hand: the model of the checkpoint on normalised uint8 images."""
     ckpt = ckpt_io.load_checkpoint(checkpoint)
     model = ckpt_io.build_from_checkpoint(ckpt).eval()
-    spec = data_mod.DATASETS[ckpt.config.dataset]
+    spec = idx_mod.DATASETS[ckpt.config.dataset]
     with torch.no_grad():
-        return model(data_mod.normalize(images_u8, spec.mean, spec.std))
+        return model(batch_mod.normalize(images_u8, spec.mean, spec.std))
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_emb(checkpoint):
 
 
 def test_split_matches_a_direct_forward_pass(checkpoint, test_emb, idx_root):
-    ds = data_mod.load("mnist", idx_root, "cpu", download=False)
+    ds = idx_mod.load("mnist", idx_root, "cpu", download=False)
     features, logits = forward(checkpoint, ds.test.images)
     torch.testing.assert_close(test_emb.features, features, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(test_emb.logits, logits, atol=1e-5, rtol=1e-5)
@@ -95,7 +96,7 @@ def test_the_three_formats_hold_the_same_numbers(test_emb, tmp_path):
 def image_folder(idx_root, tmp_path_factory):
     """The first five test images as 28x28 PNGs (one in a subfolder), a 56x56 RGB JPEG and a
     stray text file that a folder walk must skip."""
-    ds = data_mod.load("mnist", idx_root, "cpu", download=False)
+    ds = idx_mod.load("mnist", idx_root, "cpu", download=False)
     root = tmp_path_factory.mktemp("images")
     (root / "sub").mkdir()
     for i in range(5):

@@ -17,7 +17,7 @@ def cl(*args):
 def test_every_user_error_derives_from_cl_error():
     from centerloss.accel import CompileError
     from centerloss.checkpoint import CheckpointError, WriteError
-    from centerloss.data import DataError
+    from centerloss.errors import DataError
     from centerloss.distributed import DistributedError
     from centerloss.embed import EmbedError
     from centerloss.export import ExportError

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from centerloss import checkpoint as ckpt_io
-from centerloss.data import normalize
+from centerloss.batches import normalize
 from centerloss.train import train
 from cli.main import app
 from conftest import tiny_config

@@ -5,7 +5,9 @@ import torch
 from PIL import Image
 
 from centerloss import folder
-from centerloss.data import DataError, Split, eval_batches, train_batches
+from centerloss.batches import eval_batches, train_batches
+from centerloss.datasets import Split
+from centerloss.errors import DataError
 from centerloss.datasets import open_dataset
 from imagedata import make_folder, write_png_gray
 

@@ -78,5 +78,5 @@ def test_a_check_names_the_flag_and_what_it_takes():
 
 
 def test_dataset_choices_cover_the_loaders():
-    from centerloss.data import DATASETS
+    from centerloss.idx import DATASETS
     assert set(DATASETS) <= set(options.DATASET_NAMES)

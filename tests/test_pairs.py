@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from centerloss import checkpoint as ckpt_io
-from centerloss.data import DataError, Split
+from centerloss.datasets import Split
+from centerloss.errors import DataError
 from centerloss.datasets import open_dataset
 from centerloss.folder import decode_all
 from centerloss.pairs import evaluate_pairs, normalization_of, read_pairs

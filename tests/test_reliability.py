@@ -21,7 +21,7 @@ from centerloss import checkpoint as ckpt_io
 from centerloss import resume as resume_mod
 from centerloss import runfolder
 from centerloss.config import Config
-from centerloss.data import DataError
+from centerloss.errors import DataError
 from centerloss.errors import Interrupted, TrainError
 from centerloss.train import Callbacks, train
 from cli.main import app

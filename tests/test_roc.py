@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from centerloss.roc import roc_figure, save_roc
+from centerloss.plots.roc import roc_figure, save_roc
 from centerloss.verification import roc
 
 SCORES = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
@@ -44,7 +44,7 @@ def test_an_unknown_extension_is_refused(tmp_path):
 
 def test_snapshot_curves_give_one_curve_per_run_from_its_stored_features(runs):
     from centerloss.checkpoint import read_tensors
-    from centerloss.roc import snapshot_curves
+    from centerloss.plots.roc import snapshot_curves
     from centerloss.verification import verify_features
     curves = snapshot_curves([runs["flat"], runs["wide"]], epoch=2)
     labels = list(curves)

@@ -2,7 +2,7 @@
 where face verification is judged (FAR 1e-3 and 1e-2 are marked). Agg only, no pyplot state."""
 from __future__ import annotations
 
-import io
+import json
 from pathlib import Path
 from typing import Mapping
 
@@ -10,9 +10,11 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .checkpoint import atomic_write
-from .errors import FigureFormatError
-from .verification import FARS, auc
+from ..checkpoint import read_tensors
+from ..runfolder import snapshot_path
+from ..snapshots import PlotError, check_epoch, snapshot_epochs
+from ..verification import FARS, auc, verify_features
+from .save import save_figure
 
 Curve = tuple[torch.Tensor, torch.Tensor]     # (false accept rates, true accept rates)
 
@@ -51,32 +53,18 @@ def roc_figure(curves: Mapping[str, Curve], title: str = "") -> Figure:
 def save_roc(path: Path | str, curves: Mapping[str, Curve], title: str = "") -> Path:
     """Write the ROC figure of one or more curves (say, one run per lambda) to path; the format
     follows the extension (png, pdf, svg, ...), and the write is atomic."""
-    path = Path(path)
-    fmt = path.suffix.lower().lstrip(".")
-    supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
-    if fmt not in supported:
-        raise FigureFormatError(f"{path}: cannot write a figure as {fmt or 'a file without extension'!r}; "
-                         f"use one of: {', '.join(sorted(supported))}")
-    buf = io.BytesIO()
-    roc_figure(curves, title).savefig(buf, format=fmt, facecolor="white")
-    atomic_write(path, buf.getvalue())
-    return path
+    return save_figure(roc_figure(curves, title), path)
 
 
 def snapshot_curves(runs: list[Path], epoch: int | None = None, metric: str = "cosine",
                     pairs: int = 6000, seed: int = 0) -> dict[str, Curve]:
     """One ROC curve per run, from pairs drawn (with the seed) from the test features of its
     stored snapshot at `epoch` (default: the run's last): no data set and no forward pass."""
-    import json
-
-    from .snapshots import PlotError, check_epoch, snapshot_epochs, snapshot_path
-    from .verification import verify_features
     curves = {}
     for run in runs:
         present = snapshot_epochs(run)
         chosen = present[-1] if epoch is None else epoch
         check_epoch(run, chosen)
-        from .checkpoint import read_tensors
         tensors, meta = read_tensors(snapshot_path(run, chosen))
         if "test_features" not in tensors or "test_labels" not in tensors:
             raise PlotError(f"{snapshot_path(run, chosen)}: no test_features/test_labels in this snapshot")

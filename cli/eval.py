@@ -1,0 +1,108 @@
+"""`cl eval`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich import box
+from rich.table import Table
+
+from centerloss.errors import ClError
+from centerloss.limits import tidy_json
+from centerloss.options import check_all
+
+from .app import app, console, fail
+from .flags import flag
+
+MAX_CONFUSION_CLASSES = 30   # a wider confusion table does not fit a terminal
+
+
+@app.command("eval")
+def evaluate(
+    run: Path = flag("--run"),
+    checkpoint: Optional[Path] = flag("--checkpoint"),
+    epoch: Optional[int] = flag("--epoch", help="Epoch of the run to evaluate [default: the latest]."),
+    data_dir: Optional[Path] = flag("--data-dir", help="Folder with the data set's files [default: as trained]."),
+    device: str = flag("--device"),
+    precision: str = flag("--precision"),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout."),
+    verify: bool = typer.Option(False, "--verify", help="Add verification on pairs drawn from the test split."),
+    pairs: Optional[Path] = typer.Option(None, help="Verify on the image pairs of this file instead: "
+                                                    "'path_a path_b same' lines, or LFW's pairs.txt."),
+    images_dir: Optional[Path] = typer.Option(None, help="Where the paths of --pairs start [default: the file's "
+                                                         "folder; for LFW, its lfw_funneled or lfw subfolder]."),
+    metric: str = flag("--metric"),
+    num_pairs: int = flag("--num-pairs"),
+    pair_seed: int = flag("--pair-seed"),
+    folds: int = flag("--folds"),
+) -> None:
+    """Measure a trained model on the test split, or verify pairs of images with it."""
+    from centerloss import checkpoint as ckpt_io
+    from centerloss.evaluate import evaluate_checkpoint
+    from centerloss.runtime import Runtime
+
+    from .render import plural, print_verification
+    check_all(metric=metric)
+    if pairs is not None and verify:
+        fail("--verify draws pairs from the test split and --pairs reads them from a file; "
+             "pass one of them", 2)
+    if images_dir is not None and pairs is None:
+        fail("--images-dir is where the paths of --pairs start; pass --pairs too", 2)
+    check_all(num_pairs=num_pairs, folds=folds, pair_seed=pair_seed, epoch=epoch)
+    runtime = Runtime.resolve(device, precision)
+    path = ckpt_io.resolve(run, checkpoint, epoch)
+    try:
+        if pairs is not None:
+            from centerloss.pairs import evaluate_pairs
+            report, _ = evaluate_pairs(path, pairs, images_dir, metric, folds, runtime=runtime)
+        else:
+            report = evaluate_checkpoint(path, data_dir=str(data_dir) if data_dir else None,
+                                         runtime=runtime, verify_pairs=num_pairs if verify else 0, pair_seed=pair_seed,
+                                         metric=metric, folds=folds)
+    except ClError as e:       # the work is done, so a bad value found now is not a usage error
+        fail(str(e))
+    if as_json:
+        print(json.dumps(tidy_json(report), indent=2))
+        return
+    if pairs is not None:
+        console.print(f"{path}: {report['model']}, epoch {report['epoch']}, on "
+                      f"{plural(report['images'], 'image', 'images')} of {pairs}")
+        print_verification(console, report["verification"], f"{metric} scores of the pairs in {pairs.name}")
+        return
+    head = report["head"] if report["head"] == "softmax" else \
+        f"{report['head']} (m {report['margin']:g}, s {report['scale']:g})"
+    console.print(f"{path}: {report['model']} on {report['dataset']} test split, "
+                  f"epoch {report['epoch']}, {head}, lambda {report['lambda']:g}")
+    summary = Table(show_header=False, box=None)
+    for label, key, fmt in (("accuracy (softmax)", "accuracy", "{:.2%}"),
+                            ("accuracy (nearest center)", "nearest_center_accuracy", "{:.2%}"),
+                            ("mean distance to own center", "intra_distance", "{:.4f}"),
+                            ("mean distance between centers", "inter_distance", "{:.4f}"),
+                            ("compactness (intra / inter)", "compactness", "{:.4f}"),
+                            ("angular compactness (by angle)", "angular_compactness", "{:.4f}")):
+        summary.add_row(label, fmt.format(report[key]))
+    console.print(summary)
+    classes = list(report["per_class_accuracy"])
+    if len(classes) > MAX_CONFUSION_CLASSES:
+        console.print(f"confusion: {len(classes)} classes, too many for a table; see --json")
+    else:
+        print_confusion(report, classes)
+    if "verification" in report:
+        print_verification(console, report["verification"], f"{metric} scores of pairs drawn from the test "
+                                                   f"split (seed {pair_seed})")
+
+
+def print_confusion(report: dict, classes: list[str]) -> None:
+    # a light box and unwrapped names keep ten classes readable in 80 columns
+    table = Table(title="confusion (rows: true, columns: predicted)", box=box.SIMPLE_HEAD,
+                  padding=(0, 1), title_justify="left")
+    table.add_column("class", no_wrap=True)
+    table.add_column("acc", justify="right", no_wrap=True)
+    for i in range(len(classes)):
+        table.add_column(str(i), justify="right", no_wrap=True)
+    for i, name in enumerate(classes):
+        table.add_row(f"{i} {name}", f"{report['per_class_accuracy'][name]:.1%}",
+                      *(str(v) for v in report["confusion"][i]))
+    console.print(table)
