@@ -73,7 +73,7 @@ class Config:
         check("--dataset", self.dataset)
         if self.image_size < 0 or 0 < self.image_size < 8:
             raise OptionError(f"--image-size must be at least 8 pixels (0: the data set's own), "
-                             f"got {self.image_size}")
+                              f"got {self.image_size}")
         if self.channels not in (0, 1, 3):
             raise OptionError(f"--channels must be 1, 3 or 0 (auto), got {self.channels}")
         if self.memory_mb < 0:
@@ -95,11 +95,11 @@ class Config:
         """Read a config saved by to_json; unknown keys (from a newer cl) are an error."""
         raw = json.loads(text)
         if not isinstance(raw, dict):
-            raise OptionError("config metadata is not a JSON object")
+            raise ValueError("config metadata is not a JSON object")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(raw) - names
         if unknown:
-            raise OptionError(f"config metadata has unknown keys: {', '.join(sorted(unknown))}")
+            raise ValueError(f"config metadata has unknown keys: {', '.join(sorted(unknown))}")
         cfg = cls(**raw)
         cfg.validate()
         return cfg

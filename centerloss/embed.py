@@ -19,7 +19,6 @@ from .datasets import dataset_for
 from .errors import EmbedError  # noqa: F401  (defined without torch, for the CLI)
 from .folder import decode, open_image, printable, to_mode
 from .metrics import nearest_center
-from .options import check
 from .checkpoint import normalization_of
 from .runtime import Runtime, infer, load_model
 
@@ -72,7 +71,6 @@ def embed_split(path: Path | str, split: str = "test", data_dir: str | None = No
                 runtime: Runtime | None = None) -> Embedding:
     """Every image of a split of the checkpoint's data set, in the data set's order; runtime,
     when given, replaces device and precision."""
-    check("--split", split)         # before the model and the data are read
     runtime = runtime or Runtime.resolve(device, precision)
     dev = runtime.device
     ckpt, model, info = _prepare(path, runtime)

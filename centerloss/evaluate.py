@@ -1,11 +1,19 @@
-"""Evaluate a saved checkpoint on its dataset's test split."""
+"""A model measured on its data set's test split: after each epoch of training (evaluate_epoch),
+and from a saved checkpoint (evaluate_checkpoint, `cl eval`)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from . import checkpoint as ckpt_io
+from . import datasets as data_mod
+from . import preflight
 from .datasets import dataset_for
-from .metrics import angular_compactness, summarize
+from .loss import CenterLoss
+from .metrics import angular_compactness, compactness, nearest_center_accuracy, summarize
 from .runtime import Runtime, infer, load_model
 from .verification import verify_features
 
@@ -41,3 +49,30 @@ def evaluate_checkpoint(path: Path | str, data_dir: str | None = None, device: s
         result = verify_features(features, ds.test.labels, verify_pairs, pair_seed, metric, folds)
         report["verification"] = {"metric": metric, "seed": pair_seed, **result.summary}
     return report
+
+
+def evaluate_epoch(model: torch.nn.Module, center_loss: CenterLoss, ds: data_mod.Dataset,
+                   runtime: Runtime, snapshot_train: int = 0) -> dict:
+    """The epoch's test metrics, and the features snapshots keep: of the test split, and of
+    `snapshot_train` train images (the same ones every epoch)."""
+    start = time.perf_counter()
+    features, logits = infer(model, ds.test, ds.mean, ds.std, runtime)
+    labels = ds.test.labels
+    centers = center_loss.centers
+    comp = compactness(features, centers, labels)
+    directions = model.classifier.weight.detach()
+    record = {
+        "test_ce": F.cross_entropy(logits, labels).item(),
+        "test_center": 0.5 * (features - centers[labels]).pow(2).sum(1).mean().item(),
+        "test_accuracy": (logits.argmax(1) == labels).float().mean().item(),
+        "nearest_center_accuracy": nearest_center_accuracy(features, centers, labels),
+        "intra_distance": comp["intra"], "inter_distance": comp["inter"], "compactness": comp["ratio"],
+        "angular_compactness": angular_compactness(features, directions, labels),
+        "_test_snapshot": (features, labels),
+    }
+    if snapshot_train:   # the same train images every epoch, through the epoch's final model
+        sample = preflight.sample_split(ds.train, snapshot_train)
+        train_features, _ = infer(model, sample, ds.mean, ds.std, runtime)
+        record["_train_snapshot"] = (train_features, sample.labels)
+    record["eval_seconds"] = time.perf_counter() - start
+    return record

@@ -30,18 +30,12 @@ class Option:
     choices: tuple[str, ...] = ()
     noun: str = ""                  # "unknown {noun} 'x'; choose one of: ..." when a choice is wrong;
     wrong: str = ""                 # else this message, or "{flag} must be one of: ...; got 'x'"
-    aliases: tuple[str, ...] = ()   # short forms ("-o")
     toggle: bool = False            # a switch with its --no- form
 
     def value_default(self) -> object:
         if self.default is FROM_CONFIG:
             return CONFIG_DEFAULTS[self.name]
         return self.default
-
-    @property
-    def states_default(self) -> bool:
-        """Whether the help says the default itself, in words the value would not ("64" for 0)."""
-        return "[default:" in self.help
 
 
 CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}

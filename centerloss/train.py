@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import accel, preflight
-from . import checkpoint as ckpt_io
 from . import batches as batch_mod
+from . import checkpoint as ckpt_io
 from . import datasets as data_mod
 from . import distributed
 from . import resume as resume_mod
@@ -26,13 +25,13 @@ from .errors import Interrupted, TrainError
 from .guard import Guard, GuardEvent
 from .heads import Loss, softmax_loss, training_loss
 from .interrupt import StopRequest, stop_on_signals
+from .evaluate import evaluate_epoch
 from .loss import CenterLoss
-from .metrics import angular_compactness, compactness, nearest_center_accuracy
 from .models import build_model
 from .recipe import Schedule, make_optimizer
 from .resume import EpochProgress
 from .runfolder import check_out_dir
-from .runtime import Runtime, infer
+from .runtime import Runtime
 
 
 class LossWindow:
@@ -319,33 +318,6 @@ def probe(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     _, logits = model(x.contiguous(memory_format=torch.channels_last))
     model.train()
     return logits
-
-
-def evaluate_epoch(model: torch.nn.Module, center_loss: CenterLoss, ds: data_mod.Dataset,
-                   runtime: Runtime, snapshot_train: int = 0) -> dict:
-    """The epoch's test metrics, and the features snapshots keep: of the test split, and of
-    `snapshot_train` train images (the same ones every epoch)."""
-    start = time.perf_counter()
-    features, logits = infer(model, ds.test, ds.mean, ds.std, runtime)
-    labels = ds.test.labels
-    centers = center_loss.centers
-    comp = compactness(features, centers, labels)
-    directions = model.classifier.weight.detach()
-    record = {
-        "test_ce": F.cross_entropy(logits, labels).item(),
-        "test_center": 0.5 * (features - centers[labels]).pow(2).sum(1).mean().item(),
-        "test_accuracy": (logits.argmax(1) == labels).float().mean().item(),
-        "nearest_center_accuracy": nearest_center_accuracy(features, centers, labels),
-        "intra_distance": comp["intra"], "inter_distance": comp["inter"], "compactness": comp["ratio"],
-        "angular_compactness": angular_compactness(features, directions, labels),
-        "_test_snapshot": (features, labels),
-    }
-    if snapshot_train:   # the same train images every epoch, through the epoch's final model
-        sample = preflight.sample_split(ds.train, snapshot_train)
-        train_features, _ = infer(model, sample, ds.mean, ds.std, runtime)
-        record["_train_snapshot"] = (train_features, sample.labels)
-    record["eval_seconds"] = time.perf_counter() - start
-    return record
 
 
 def save_epoch(out: Path, model, center_loss, ds, cfg, epoch: int, record: dict) -> None:

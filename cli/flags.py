@@ -17,5 +17,5 @@ def flag(name: str, *, help: str | None = None, default: Any = _SAME) -> Any:
     opt = OPTIONS[name]
     text = help or opt.help
     value = opt.value_default() if default is _SAME else default
-    decls = [f"{name}/--no-{name[2:]}"] if opt.toggle else [name, *opt.aliases]
+    decls = [f"{name}/--no-{name[2:]}"] if opt.toggle else [name]
     return typer.Option(value, *decls, help=text, show_default="[default:" not in text)

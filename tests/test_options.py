@@ -80,3 +80,18 @@ def test_a_check_names_the_flag_and_what_it_takes():
 def test_dataset_choices_cover_the_loaders():
     from centerloss.idx import DATASETS
     assert set(DATASETS) <= set(options.DATASET_NAMES)
+
+
+def test_the_runtime_refuses_a_precision_it_cannot_honour():
+    import torch
+
+    from centerloss.runtime import Runtime
+    with pytest.raises(options.OptionError, match="unknown precision 'fp16'"):
+        Runtime.resolve("cpu", "fp16")
+    fp32 = Runtime.resolve("cpu", "fp32")
+    assert fp32.device == torch.device("cpu") and fp32.is_main
+    with fp32.autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    with Runtime.resolve("cpu", "bf16").autocast():
+        assert torch.is_autocast_enabled("cpu")
+    assert Runtime.resolve("cpu", "auto").precision in ("fp32", "bf16")
