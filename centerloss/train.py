@@ -84,8 +84,9 @@ def train(cfg: Config, out: Path | str = "params", callbacks: Callbacks | None =
 
     resume=True continues the run in `out` from RUN/resume.safetensors, with a cfg that must agree
     with the run's own; resume=resume.peek(out), with cfg from resume.resume_config, says that
-    was checked already (the CLI does: it reads the header first, to say where it resumes). SIGINT or SIGTERM stops at the end of the current batch, saves that
-    state and raises Interrupted. Started by torchrun, every rank calls this and trains its shard
+    was checked already (the CLI does: it reads the header first, to say where it resumes).
+    SIGINT or SIGTERM stops at the end of the current batch, saves that state and raises
+    Interrupted. Started by torchrun, every rank calls this and trains its shard
     under DDP; only rank 0 reports through the callbacks, evaluates and writes (distributed.py)."""
     if not isinstance(resume, resume_mod.Header):    # resume_config validated that config
         cfg.validate()
