@@ -1,7 +1,7 @@
 """cl's pipeline against the classic torchvision Dataset + ToTensor + DataLoader one, side by side.
 
 On the same data, model, center loss, optimizer and batch size it measures images/s of
-  - training: cl's train_step on batches from data.train_batches (uint8 images resident on the
+  - training: cl's train_step on batches from batches.train_batches (uint8 images resident on the
     device, augmentation and normalisation per batch there, channels_last, bf16 autocast where
     native, optional torch.compile) against a DataLoader of PIL images through RandomCrop (the same
     random translation), ToTensor and Normalize feeding the same net in fp32;

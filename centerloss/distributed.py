@@ -1,7 +1,7 @@
 """DistributedDataParallel under torchrun: `torchrun --nproc-per-node N -m cli train ...`.
 
 Every rank holds the whole data set and draws the same permutation; each trains on every N-th
-image of each batch (data.batch_slices), so --batch-size stays the global batch and one step on
+image of each batch (batches.batch_slices), so --batch-size stays the global batch and one step on
 N ranks is one single-process step on the same images. DDP averages the gradients, CenterLoss
 all-reduces its per-class sums and counts so the centers move identically everywhere, and only
 rank 0 evaluates, prints and writes files.
