@@ -64,7 +64,7 @@ def plot(
             targets = runs or [run]
             curves = plots.snapshot_curves(targets, epoch, metric)
             path = plots.save_roc(out or plot_path(targets[0], "roc.png"), curves,
-                                    f"verification ROC, {metric} score, 6000 test pairs")
+                                    f"verification ROC, {metric} score, {plots.ROC_PAIRS} test pairs")
         elif compare:
             epochs = [epoch if epoch is not None else snapshots.snapshot_epochs(r)[-1] for r in runs]
             views = [snapshots.load_run(r, split, [e], raw) for r, e in zip(runs, epochs)]

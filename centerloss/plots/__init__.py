@@ -3,9 +3,9 @@ side, and the verification ROC; each written by save.save_figure, in the format 
 from .curves import curves_figure
 from .features import (DPI, EPOCH_SIZE, class_colors, compare_figure, draw_features, epoch_figure,
                        legend_handles, view_note, write_gif)
-from .roc import roc_figure, save_roc, snapshot_curves
+from .roc import PAIRS as ROC_PAIRS, roc_figure, save_roc, snapshot_curves
 from .save import check_format, figure_formats, save_figure
 
 __all__ = ["DPI", "EPOCH_SIZE", "check_format", "class_colors", "compare_figure", "curves_figure",
-           "draw_features", "epoch_figure", "figure_formats", "legend_handles", "roc_figure",
+           "draw_features", "epoch_figure", "figure_formats", "legend_handles", "ROC_PAIRS", "roc_figure",
            "save_figure", "save_roc", "snapshot_curves", "view_note", "write_gif"]

@@ -11,11 +11,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..checkpoint import read_tensors
+from ..options import OPTIONS
 from ..runfolder import snapshot_path
 from ..snapshots import PlotError, check_epoch, snapshot_epochs
 from ..verification import FARS, auc, verify_features
 from .save import save_figure
 
+PAIRS = OPTIONS["--num-pairs"].default    # pairs drawn per run: as many as cl eval --verify draws
 Curve = tuple[torch.Tensor, torch.Tensor]     # (false accept rates, true accept rates)
 
 
@@ -57,7 +59,7 @@ def save_roc(path: Path | str, curves: Mapping[str, Curve], title: str = "") -> 
 
 
 def snapshot_curves(runs: list[Path], epoch: int | None = None, metric: str = "cosine",
-                    pairs: int = 6000, seed: int = 0) -> dict[str, Curve]:
+                    pairs: int = PAIRS, seed: int = 0) -> dict[str, Curve]:
     """One ROC curve per run, from pairs drawn (with the seed) from the test features of its
     stored snapshot at `epoch` (default: the run's last): no data set and no forward pass."""
     curves = {}
