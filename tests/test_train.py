@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from centerloss import checkpoint as ckpt_io
@@ -53,6 +54,20 @@ def test_same_seed_gives_the_same_weights(easy_data, tmp_path):
     b = ckpt_io.load_checkpoint(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(a.model_state[k], b.model_state[k]) for k in a.model_state)
     assert torch.equal(a.centers, b.centers)
+
+
+def test_a_long_run_restarts_after_a_quarter_and_a_short_one_does_not():
+    s = Schedule.for_run(Config(epochs=12), 469)          # the full MNIST at the defaults
+    assert s.restart == 3 * 469                            # the first cycle is epochs 1-3
+    assert s(s.restart - 1) < 1e-3 * s.lr                 # epoch 3 ends near zero ...
+    assert s(s.restart) == pytest.approx(s.lr / s.warmup)  # ... then warms up again
+    assert s(s.restart + s.warmup - 1) == pytest.approx(s.lr)
+    assert s(s.total - 1) < 1e-6 * s.lr and s(s.total) == 0.0
+    assert all(s(t) <= s.lr for t in range(0, s.total, 7))
+    # one cycle where a first one could not warm up and then decay for long
+    assert Schedule.for_run(Config(epochs=3), 469).restart == 0
+    assert Schedule.for_run(Config(epochs=15), 32).restart == 0          # 4,000 images
+    assert Schedule.for_run(Config(epochs=12, batch_size=4096), 15).restart == 0
 
 
 def test_schedule_warms_up_then_decays_to_zero():
