@@ -99,3 +99,16 @@ def test_torchrun_two_ranks_train_like_one_process(tmp_path):
         torch.testing.assert_close(ddp.model_state[name], value, rtol=1e-4, atol=1e-5, msg=name)
     torch.testing.assert_close(ddp.centers, one.centers, rtol=1e-4, atol=1e-5)
     assert ddp.metrics["test_accuracy"] == pytest.approx(one.metrics["test_accuracy"])
+
+
+@pytest.mark.parametrize("code, expected", [(0, 0), (None, 0), (3, 3), ("error: no", 1)])
+def test_a_torchrun_rank_exits_with_its_code_and_flushed_output(code, expected):
+    # A rank ends through exit_now (no interpreter finalization, where gloo's threads could abort
+    # it): what it printed must still arrive, and the exit code must be the command's.
+    script = ("import sys; from cli.main import exit_now; sys.stdout.write('last line'); "
+              f"exit_now({code!r})")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert proc.returncode == expected
+    assert proc.stdout == "last line"
+    assert proc.stderr.strip() == (code if isinstance(code, str) else "")
