@@ -58,7 +58,10 @@ def main() -> None:
 
 
 def under_torchrun() -> bool:
-    from centerloss import distributed     # torch is loaded by then: a command ran
+    """Whether this process is one rank of several; never imports torch (`cl --help` does not)."""
+    if "torch" not in sys.modules:        # no command ran, so no process group exists
+        return False
+    from centerloss import distributed
     return distributed.launched().world > 1
 
 
