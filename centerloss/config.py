@@ -58,34 +58,18 @@ class Config:
     def validate(self) -> None:
         """Raise OptionError with a one-line message naming the bad value and the fix."""
         from .options import check   # here: options reads this module's defaults
-        if not self.lam >= 0:
-            raise OptionError(f"--lambda must be >= 0 (0 is softmax alone), got {self.lam}")
-        if not 0 < self.alpha <= 1:
-            raise OptionError(f"--alpha must be in (0, 1], got {self.alpha}")
-        if self.epochs < 1:
-            raise OptionError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise OptionError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.feature_dim < 1:
-            raise OptionError(f"--feature-dim must be at least 1, got {self.feature_dim}")
-        if self.augment < 0:
-            raise OptionError(f"--augment must be >= 0 pixels, got {self.augment}")
         check("--dataset", self.dataset)
-        if self.image_size < 0 or 0 < self.image_size < 8:
+        if 0 < self.image_size < 8:       # the range below allows 0 (the data set's own)
             raise OptionError(f"--image-size must be at least 8 pixels (0: the data set's own), "
                               f"got {self.image_size}")
         if self.channels not in (0, 1, 3):
             raise OptionError(f"--channels must be 1, 3 or 0 (auto), got {self.channels}")
-        if self.memory_mb < 0:
-            raise OptionError(f"--memory-mb must be >= 0 (0: a quarter of free memory), got {self.memory_mb}")
-        if self.workers < -1:
-            raise OptionError(f"--workers must be >= 0, or -1 for cores - 1, got {self.workers}")
         from .heads import check_head
         check_head(self.head, self.margin, self.scale)
         for flag, value in (("--model", self.model), ("--precision", self.precision),
                             ("--device", self.device)):
             check(flag, value)
-        limits.check_config(self)   # every float finite, every size inside its range
+        limits.check_config(self)   # every float finite, every number inside its range (limits.RANGES)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -44,7 +44,7 @@ def test_train_json_lines_are_one_object_per_epoch(easy_data, tmp_path):
 def test_negative_lambda_is_a_one_line_usage_error(tmp_path):
     result = runner.invoke(app, ["train", "--lambda", "-1", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
-    assert "--lambda must be >= 0" in result.output
+    assert "--lambda must be in [0, 10000] (0 is softmax alone), got -1" in result.output
     assert not (tmp_path / "r").exists()
 
 

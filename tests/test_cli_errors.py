@@ -73,11 +73,11 @@ def invoke(args: list[str]):
 
 # (case, arguments with {placeholders} from the world fixture, exit code, text the error must hold)
 BAD_INPUTS = [
-    ("lambda < 0", ["train", "--lambda", "-1"], 2, "--lambda must be >= 0"),
+    ("lambda < 0", ["train", "--lambda", "-1"], 2, "--lambda must be in [0, 10000]"),
     ("alpha 0", ["train", "--alpha", "0"], 2, "--alpha must be in (0, 1]"),
     ("alpha > 1", ["train", "--alpha", "1.5"], 2, "--alpha must be in (0, 1]"),
-    ("epochs 0", ["train", "--epochs", "0"], 2, "--epochs must be at least 1"),
-    ("batch size 0", ["train", "--batch-size", "0"], 2, "--batch-size must be at least 1"),
+    ("epochs 0", ["train", "--epochs", "0"], 2, "--epochs must be in [1, 100000]"),
+    ("batch size 0", ["train", "--batch-size", "0"], 2, "--batch-size must be in [1, 65536]"),
     ("lr 0", ["train", "--lr", "0"], 2, "--lr must be in (0, 1000]"),
     ("unknown dataset", ["train", "--dataset", "cifar99"], 2, "unknown dataset 'cifar99'; choose one of"),
     ("unknown model", ["train", "--model", "vgg"], 2, "unknown model 'vgg'; choose one of"),
