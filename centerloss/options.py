@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from . import limits
+from . import limits, recipe
 from .config import DEVICES, MODELS, PRECISIONS, Config
 from .errors import OptionError
 
@@ -52,10 +52,7 @@ TABLE = [
     # optimisation
     Option("--epochs", "epochs", "Passes over the training split."),
     Option("--batch-size", "batch_size", "Images per batch."),
-    Option("--lr", "lr", "Peak learning rate of SGD (Nesterov momentum, cosine decay after a "
-           "warm-up of half an epoch, at least 100 steps and at most a fifth of the run; a run "
-           "whose first quarter holds three warm-ups makes that quarter a cycle of its own and "
-           "then warms up again) [default: 0.05 * sqrt(batch size / 128)]."),
+    Option("--lr", "lr", "Peak learning rate of SGD (Nesterov momentum, " + recipe.rule() + "."),
     Option("--grad-clip", "grad_clip", "Largest gradient norm of a step; 0 turns clipping off."),
     # the model and the data
     Option("--model", "model", "lenetspp (the paper's net), seed (the blog's lighter net) or "

@@ -131,6 +131,10 @@ def test_lr_follows_the_batch_size_and_warmup_the_run_length():
     assert peak_lr(Config(batch_size=128)) == pytest.approx(0.05)
     assert peak_lr(Config(batch_size=512)) == pytest.approx(0.1)
     assert peak_lr(Config(batch_size=512, lr=0.3)) == 0.3
+    # the square root stops at batch 1024: 4096 runs at 1024's rate, not at 0.28
+    assert peak_lr(Config(batch_size=1024)) == pytest.approx(0.05 * 8 ** 0.5)
+    assert peak_lr(Config(batch_size=4096)) == pytest.approx(0.05 * 8 ** 0.5)
+    assert peak_lr(Config(batch_size=4096, lr=0.3)) == 0.3
     # full MNIST at 128: half an epoch; a 4,000-image set or a large batch: the minimum ...
     assert warmup_steps(Config(epochs=12), 469) == 234
     assert warmup_steps(Config(epochs=20), 32) == MIN_WARMUP_STEPS
