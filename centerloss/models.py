@@ -3,7 +3,6 @@
 All return (features, logits): the features are the layer that center loss acts on."""
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -107,27 +106,6 @@ class ResNet18(nn.Module):
         return features, self.classifier(features)
 
 
-def spread_classes(weight: torch.Tensor) -> None:
-    """Start a bias-free softmax classifier with every class reachable and the classes spread.
-
-    Without a bias, class k can win the argmax for some feature only if its weight w_k is a vertex
-    of the convex hull of all the weights; ten rows drawn from nn.Linear's default uniform init in
-    2-D leave several inside that hull, and those classes cannot be predicted at all until SGD has
-    pushed their rows out. Rows of equal norm all lie on the hull. In 2-D they go at evenly spaced
-    angles, 360/C degrees apart, the arrangement training ends in; wider features get random
-    directions (torch's seeded generator). Measured on a 4,000-image MNIST subset, LeNets++, 2-D,
-    64 steps: 40%, 52% and 56% test accuracy (seeds 0-2) with the default init, 69%, 66% and 63%
-    with this one."""
-    num_classes, dim = weight.shape
-    with torch.no_grad():
-        if dim == 2:
-            angle = torch.arange(num_classes, dtype=torch.float64) * (2 * math.pi / num_classes)
-            rows = torch.stack([angle.cos(), angle.sin()], 1)
-        else:
-            rows = torch.randn(num_classes, dim, dtype=torch.float64)
-        weight.copy_(rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12))
-
-
 MODEL_CLASSES = {"lenetspp": LeNetsPP, "seed": SeedNet, "resnet18": ResNet18}
 
 
@@ -138,9 +116,7 @@ def build_model(name: str, num_classes: int = 10, feature_dim: int = 2, in_chann
     if name not in MODEL_CLASSES:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_CLASSES)}")
     model = MODEL_CLASSES[name](num_classes, feature_dim, in_channels, image_size)
-    if head == "softmax":
-        spread_classes(model.classifier.weight)
-    else:
+    if head != "softmax":
         model.classifier = build_head(head, feature_dim, num_classes, margin, scale)
         if isinstance(model.feature[-1], nn.PReLU):
             # A margin head sees features only through their direction, and its gradient grows as
