@@ -3,7 +3,6 @@
 All return (features, logits): the features are the layer that center loss acts on."""
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

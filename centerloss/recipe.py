@@ -3,7 +3,8 @@
 warm-up from the batch and the data set.
 
 The rules, as README and `cl train --help` state them:
-- peak learning rate = BASE_LR * sqrt(batch size / BASE_BATCH), unless --lr is given;
+- peak learning rate = BASE_LR * sqrt(batch size / BASE_BATCH), the batch counted up to
+  MAX_SCALED_BATCH, unless --lr is given;
 - warm-up = half an epoch, but at least MIN_WARMUP_STEPS steps, and at most
   MAX_WARMUP_FRACTION of the run: a small data set or a large batch still warms up;
 - a warm restart (Loshchilov & Hutter, SGDR, 2017): the first RESTART_FRACTION of the run is a
@@ -24,9 +25,9 @@ if TYPE_CHECKING:
 
 BASE_LR = 0.05              # the peak learning rate at BASE_BATCH
 BASE_BATCH = 128
-# Larger batches keep the rate of this one. On the full MNIST (LeNets++, 2-D) batch 1024 trains
-# at its 0.14 to 0.07 points below batch 128, while batch 4096 at the 0.28 the square root gives
-# ran away: 14.2, 12.6 and 8.8% test accuracy after epochs 1-3, training cross-entropy rising.
+# Larger batches keep the rate of this one. On the full MNIST (LeNets++, 2-D) batch 1024 at its
+# 0.14 ends 0.07 points below batch 128, while batch 4096 at the 0.28 the square root gives ran
+# away: 14.2, 12.6 and 8.8% test accuracy after epochs 1-3, training cross-entropy rising.
 MAX_SCALED_BATCH = 1024
 MIN_WARMUP_STEPS = 100      # divergence shows in the first steps, whatever an epoch's length
 MAX_WARMUP_FRACTION = 0.2   # a short run still spends most of its steps at a useful rate
@@ -43,9 +44,11 @@ def peak_lr(cfg: Config) -> float:
     MAX_SCALED_BATCH: large batches average out noise, so they take a larger step, but not a
     linearly larger one, which the 2-D feature layer does not survive, and none larger than
     batch MAX_SCALED_BATCH's."""
-    if cfg.lr is not None:
-        return cfg.lr
-    return BASE_LR * math.sqrt(min(cfg.batch_size, MAX_SCALED_BATCH) / BASE_BATCH)
+    return cfg.lr if cfg.lr is not None else scaled_lr(cfg.batch_size)
+
+
+def scaled_lr(batch_size: int) -> float:
+    return BASE_LR * math.sqrt(min(batch_size, MAX_SCALED_BATCH) / BASE_BATCH)
 
 
 def rule() -> str:
@@ -54,7 +57,7 @@ def rule() -> str:
             f"{MIN_WARMUP_STEPS} steps and at most {MAX_WARMUP_FRACTION:.0%} of the run; a run "
             f"whose first {RESTART_FRACTION:.0%} holds {RESTART_MIN_WARMUPS} warm-ups makes that "
             f"a cycle of its own, then warms up again) [default: {BASE_LR:g} * sqrt(batch size / "
-            f"{BASE_BATCH}), at most {BASE_LR * math.sqrt(MAX_SCALED_BATCH / BASE_BATCH):.3g} "
+            f"{BASE_BATCH}), at most {scaled_lr(MAX_SCALED_BATCH):.3g} "
             f"(batch {MAX_SCALED_BATCH} and up)]")
 
 
