@@ -79,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="images per evaluation and embedding round (0: the whole split)")
     p.add_argument("--to-accuracy", type=float, default=0.0,
                    help="also time cl's default recipe until this test accuracy (takes minutes)")
-    p.add_argument("--epochs", type=int, default=Config.epochs, help="epoch limit of --to-accuracy")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epoch limit of --to-accuracy [default: cl train's]")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and batch order")
     return p.parse_args(argv)
 
@@ -253,9 +254,9 @@ def bench_to_accuracy(args, cfg: Config, root: str) -> None:
     imports, data load, per-epoch evaluation and snapshots included), until an epoch's test
     accuracy first reaches the target; the run is stopped there."""
     command = [sys.executable, "-m", "cli", "train", "--json", "--model", cfg.model, "--dataset",
-               cfg.dataset, "--data-dir", root, "--epochs", str(cfg.epochs), "--batch-size",
-               str(cfg.batch_size), "--precision", cfg.precision, "--device", cfg.device,
-               "--seed", str(cfg.seed)] + (["--compile"] if cfg.compile else [])
+               cfg.dataset, "--data-dir", root, "--batch-size", str(cfg.batch_size), "--precision", cfg.precision, "--device", cfg.device,
+               "--seed", str(cfg.seed)] + (["--compile"] if cfg.compile else []) + (
+               ["--epochs", str(cfg.epochs)] if cfg.epochs is not None else [])
     if args.cl_threads:
         command = ["env", f"OMP_NUM_THREADS={args.cl_threads}"] + command
     with tempfile.TemporaryDirectory() as out:
@@ -281,7 +282,7 @@ def bench_to_accuracy(args, cfg: Config, root: str) -> None:
             proc.wait()
     if proc.returncode not in (0, -9):
         sys.exit(f"error: cl train failed (exit {proc.returncode}); run it alone to see why")
-    print(f"did not reach {args.to_accuracy:.2%} in {cfg.epochs} epochs")
+    print(f"did not reach {args.to_accuracy:.2%} in {cfg.epochs or 'the default'} epochs")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,8 +38,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 def parse_value(name: str, text: str):
     """A command-line value as the Config field's type."""
     default = getattr(Config(), name)
-    if name == "lr":
-        return None if text in ("auto", "none") else float(text)
+    if name in ("lr", "epochs"):      # None: cl's rule picks the value
+        return None if text in ("auto", "none") else (float if name == "lr" else int)(text)
     if isinstance(default, bool):
         return text.lower() in ("1", "true", "yes")
     return type(default)(text)
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train a grid of configurations; one row per cell.")
     p.add_argument("--data-dir", default="", help="folder with the data set's files")
     p.add_argument("--subset", type=int, default=0, help="train on N random training images (0: all)")
-    p.add_argument("--epochs", type=int, default=Config.epochs, help="epochs of every cell")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of every cell [default: cl's]")
     p.add_argument("--set", action="append", default=[], metavar="NAME=V", help="a base setting")
     p.add_argument("--vary", action="append", default=[], metavar="NAME=V1,V2", help="values to try")
     p.add_argument("--product", action="store_true", help="every combination, not one factor at a time")
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             Config(**cell).validate()
         except (TypeError, ValueError) as e:
             raise SystemExit(f"error: cell {cell}: {e}")
-    print(f"sweep: {len(grid)} cells, {args.epochs} epochs each, "
+    print(f"sweep: {len(grid)} cells, {args.epochs or 'the default'} epochs each, "
           f"{'subset of ' + str(args.subset) if args.subset else 'whole'} training split; "
           f"{cpu.summary()}, {torch.get_num_threads()} threads; torch {torch.__version__}", flush=True)
     header = (f"{'cell':<40} {'lr':>7} {'acc':>7} {'center':>7} {'compact':>8} {'guard':>5} "

@@ -34,7 +34,7 @@ class Config:
     memory_mb: int = 0          # folder: largest set kept in memory, else streamed (0: 1/4 of free)
     workers: int = -1           # folder: image-decoding processes (-1: cores - 1, at most 8)
     # optimisation: SGD with Nesterov momentum, linear warm-up then cosine decay to 0 (recipe.py)
-    epochs: int = 12
+    epochs: int | None = None   # None: 12, or more for a small data set or a large batch (recipe.py)
     batch_size: int = 128
     lr: float | None = None     # peak learning rate; None: 0.05 * sqrt(batch_size / 128)
     momentum: float = 0.9

@@ -50,7 +50,7 @@ TABLE = [
            "integer), cosface 0.35, arcface 0.5 rad]."),
     Option("--scale", "scale", "Margin heads: s in s * cos(theta), in [1, 128] [default: 64]."),
     # optimisation
-    Option("--epochs", "epochs", "Passes over the training split."),
+    Option("--epochs", "epochs", "Passes over the training split " + recipe.epochs_rule() + "."),
     Option("--batch-size", "batch_size", "Images per batch."),
     Option("--lr", "lr", "Peak learning rate of SGD (Nesterov momentum, " + recipe.rule() + "."),
     Option("--grad-clip", "grad_clip", "Largest gradient norm of a step; 0 turns clipping off."),

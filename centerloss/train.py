@@ -5,6 +5,7 @@ device and read only when a callback asks, so the loop itself never waits for th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from .interrupt import StopRequest, stop_on_signals
 from .evaluate import evaluate_epoch
 from .loss import CenterLoss
 from .models import build_model
-from .recipe import Schedule, make_optimizer
+from .recipe import Schedule, epochs_for, make_optimizer
 from .resume import EpochProgress
 from .runfolder import check_out_dir
 from .runtime import Runtime
@@ -109,9 +110,11 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
     runtime = Runtime.resolve(cfg.device, cfg.precision, ctx)
     device = runtime.device
     header = resume if isinstance(resume, resume_mod.Header) else None
+    if resume and cfg.epochs is None:    # a caller resuming with the default: the run's own
+        cfg = dataclasses.replace(cfg, epochs=(header or resume_mod.peek(out)).config.epochs)
     state = resume_mod.load_state(out, cfg, header) if resume else None
     history = state.history if state else []
-    if len(history) >= cfg.epochs:
+    if state and len(history) >= cfg.epochs:
         return history
     if not ctx.is_main:
         cb = Callbacks()
@@ -138,6 +141,8 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
         except accel.CompileError as e:
             raise TrainError(str(e)) from e
     batches = batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
+    # From here on the run's epochs are a number, in every file it writes and for --resume.
+    cfg = dataclasses.replace(cfg, epochs=epochs_for(cfg, batches))
     schedule = Schedule.for_run(cfg, batches)
     if state:
         resume_mod.restore(state, model, center_loss.centers, optimizer, device,

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from centerloss import cpu
+from centerloss import cpu, recipe
 from centerloss.limits import tidy_json
 from centerloss.train import Callbacks, LossWindow
 
@@ -76,8 +76,9 @@ class TrainReporter(Callbacks):
     redrawn at each epoch's end."""
 
     def __init__(self, console: Console, quiet: bool = False, as_json: bool = False,
-                 live: bool | None = None, window: bool = False):
+                 live: bool | None = None, window: bool = False, auto_epochs: bool = False):
         self.console = console
+        self.auto_epochs = auto_epochs      # --epochs left out: recipe.epochs_for chose them
         self.quiet = quiet
         self.as_json = as_json
         self.live = console.is_terminal and not quiet and not as_json
@@ -109,11 +110,19 @@ class TrainReporter(Callbacks):
             f"{len(dataset.test):,} test), {cfg.feature_dim}-D features, "
             f"{cfg.head if cfg.head == 'softmax' else f'{cfg.head} m {cfg.margin:g} s {cfg.scale:g}'}, "
             f"lambda {cfg.lam:g}, "
-            f"alpha {cfg.alpha:g}, {plural(cfg.epochs, 'epoch', 'epochs')} of {plural(batches, 'batch', 'batches')} of "
+            f"alpha {cfg.alpha:g}, {plural(cfg.epochs, 'epoch', 'epochs')}{self.epochs_note(cfg, batches)} "
+            f"of {plural(batches, 'batch', 'batches')} of "
             f"{cfg.batch_size}, "
             f"{runtime.device.type} {runtime.precision}"
             + (f", {cpu.describe()}" if runtime.device.type == "cpu" else ""),
             highlight=False)
+
+    def epochs_note(self, cfg, batches: int) -> str:
+        """Why the run has more epochs than the default, when it chose them itself."""
+        if not self.auto_epochs or cfg.epochs <= recipe.DEFAULT_EPOCHS:
+            return ""
+        return (f" (the default {recipe.DEFAULT_EPOCHS} raised to make {cfg.epochs * batches:,} "
+                f"steps; --epochs N chooses)")
 
     def on_epoch_start(self, epoch: int, batches: int) -> None:
         if self.view is not None:

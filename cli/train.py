@@ -31,7 +31,7 @@ def train(
     head: str = flag("--head"),
     margin: Optional[float] = flag("--margin"),
     scale: Optional[float] = flag("--scale"),
-    epochs: int = flag("--epochs"),
+    epochs: Optional[int] = flag("--epochs"),
     batch_size: int = flag("--batch-size"),
     lr: Optional[float] = flag("--lr"),
     grad_clip: float = flag("--grad-clip"),
@@ -109,7 +109,8 @@ def train(
     if main and world > 1 and not (quiet or as_json):
         console.print(f"torchrun: {world} processes under DDP, each training on 1/{world} of "
                       f"every batch of {batch_size}")
-    reporter = TrainReporter(console, quiet=quiet, as_json=as_json, live=live, window=live_window)
+    reporter = TrainReporter(console, quiet=quiet, as_json=as_json, live=live, window=live_window,
+                             auto_epochs=header is None and not _given(ctx, "epochs"))
     try:
         records = run_training(cfg, out, reporter, overwrite=overwrite, resume=header or False)
     except Interrupted as e:
@@ -133,7 +134,7 @@ def train(
         return
     last = records[-1]
     if quiet:
-        console.print(epoch_line(last, cfg.epochs))
+        console.print(epoch_line(last, len(records)))
     elif not as_json:
         console.print(f"saved {model_path(out)} (epoch {last['epoch']}); "
                       f"next: cl eval --run {out}")

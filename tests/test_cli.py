@@ -56,3 +56,18 @@ def test_existing_run_is_not_overwritten_without_asking(easy_data, tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and "already holds a run" in result.output
     assert (tmp_path / "r" / "model.safetensors").read_bytes() == before
+
+
+def test_train_says_when_it_raised_the_default_epochs(easy_data, tmp_path, monkeypatch):
+    from centerloss import recipe
+    monkeypatch.setattr(recipe, "DEFAULT_EPOCHS", 1)
+    monkeypatch.setattr(recipe, "MIN_STEPS", 6)        # 600 images in batches of 200: 3 an epoch
+    out = tmp_path / "run"
+    flags = ["train", "--model", "seed", "--batch-size", "200", "--data-dir", str(easy_data)]
+    result = runner.invoke(app, [*flags, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "2 epochs (the default 1 raised to make 6 steps; --epochs N chooses) of 3 batches" in result.output
+    assert [h["epoch"] for h in ckpt_io.read_history(out)] == [1, 2]
+    result = runner.invoke(app, [*flags, "--epochs", "1", "--out", str(tmp_path / "given")])
+    assert result.exit_code == 0, result.output
+    assert "1 epoch of 3 batches" in result.output and "default 1 raised" not in result.output

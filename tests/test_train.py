@@ -75,3 +75,27 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert abs(s(0) - 0.01) < 1e-12 and abs(s(9) - 0.1) < 1e-12
     assert abs(s(60) - 0.05) < 1e-12
     assert s(110) == 0.0
+
+
+def test_default_epochs_grow_until_the_run_takes_the_minimum_steps():
+    from centerloss import recipe
+    assert recipe.epochs_for(Config(), 469) == recipe.DEFAULT_EPOCHS == 12   # the full MNIST
+    assert recipe.epochs_for(Config(batch_size=4096), 15) == 47             # ceil(700 / 15)
+    assert recipe.epochs_for(Config(), 32) == 22                            # 4,000 images
+    assert recipe.epochs_for(Config(), 1) == recipe.MAX_AUTO_EPOCHS         # a handful of images
+    assert recipe.epochs_for(Config(epochs=3), 1) == 3                      # --epochs as given
+    assert recipe.epochs_for(Config(epochs=30), 469) == 30
+    assert Schedule.for_run(Config(batch_size=4096), 15).total == 47 * 15
+
+
+def test_a_run_with_default_epochs_writes_the_number_it_chose(easy_data, tmp_path, monkeypatch):
+    from centerloss import recipe
+    monkeypatch.setattr(recipe, "DEFAULT_EPOCHS", 2)
+    monkeypatch.setattr(recipe, "MIN_STEPS", 16)       # 600 images in batches of 200: 3 an epoch
+    cfg = Config(model="seed", batch_size=200, data_dir=str(easy_data), snapshot_train=0)
+    assert cfg.epochs is None
+    records = train(cfg, tmp_path / "run")
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5, 6]                # ceil(16 / 3)
+    assert ckpt_io.load_checkpoint(tmp_path / "run" / "model.safetensors").config.epochs == 6
+    # resuming the finished run with the default config trains nothing more
+    assert train(cfg, tmp_path / "run", resume=True) == records
