@@ -2,8 +2,8 @@
 
 Each --vary NAME=V1,V2,... varies one Config field around the base (--set NAME=V, else cl's
 defaults), one factor at a time; --product crosses them all instead. A cell trains a fresh run with
-cl's own train() in a temporary folder and prints its final softmax and nearest-center test
-accuracy, compactness, the guard's returns, whether it diverged and the seconds it took.
+cl's own train() in a temporary folder and prints the epochs it trained (--epochs, else cl's rule),
+its final softmax and nearest-center test accuracy, compactness, the guard's returns, whether it diverged and the seconds it took.
 --subset N trains on a seeded random N-image subset of the training split and evaluates on the
 whole test split. Run from the repository root, for example:
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"sweep: {len(grid)} cells, {args.epochs or 'the default'} epochs each, "
           f"{'subset of ' + str(args.subset) if args.subset else 'whole'} training split; "
           f"{cpu.summary()}, {torch.get_num_threads()} threads; torch {torch.__version__}", flush=True)
-    header = (f"{'cell':<40} {'lr':>7} {'acc':>7} {'center':>7} {'compact':>8} {'guard':>5} "
+    header = (f"{'cell':<40} {'lr':>7} {'epochs':>6} {'acc':>7} {'center':>7} {'compact':>8} {'guard':>5} "
               f"{'status':<9} {'seconds':>8}")
     print(header)
     datasets: dict[tuple, data_mod.Dataset] = {}
@@ -118,11 +118,12 @@ def main(argv: list[str] | None = None) -> None:
             history = train(cfg, root / f"cell{k:03d}", dataset=datasets[key])
             last = history[-1]
             guard = sum(len(r.get("guard", [])) for r in history)
-            row = (f"{100 * last['test_accuracy']:6.2f}% {100 * last['nearest_center_accuracy']:6.2f}% "
+            row = (f"{len(history):>6} {100 * last['test_accuracy']:6.2f}% "
+                   f"{100 * last['nearest_center_accuracy']:6.2f}% "
                    f"{last['compactness']:8.3f} {guard:>5} {'ok':<9}")
         except TrainError as e:
             status = "diverged" if isinstance(e, DivergenceError) or "non-finite" in str(e) else "error"
-            row = f"{'-':>7} {'-':>7} {'-':>8} {'-':>5} {status:<9}"
+            row = f"{'-':>6} {'-':>7} {'-':>7} {'-':>8} {'-':>5} {status:<9}"
             print(f"  {label}: {e}", file=sys.stderr)
         print(f"{label:<40} {peak_lr(cfg):7.4f} {row} {time.perf_counter() - start:8.1f}", flush=True)
 

@@ -71,8 +71,8 @@ def test_sweep_prints_a_row_per_cell_and_names_a_diverged_one(tmp_path, capsys):
     data = make_dataset(tmp_path, n_train=120, n_test=40)
     base = ["--data-dir", str(data), "--subset", "60", "--epochs", "1", "--set", "model=seed",
             "--set", "device=cpu", "--set", "precision=fp32"]
-    row = re.compile(r"^(\S.*?)\s+([\d.]+) +(?:([\d.]+)% +([\d.]+)% +([\d.]+) +(\d+)|- +- +- +-) +"
-                     r"(ok|diverged) +([\d.]+)$", re.M)
+    row = re.compile(r"^(\S.*?)\s+([\d.]+) +(?:\d+ +([\d.]+)% +([\d.]+)% +([\d.]+) +(\d+)|- +- +- +- +-)"
+                     r" +(ok|diverged) +([\d.]+)$", re.M)
     sweep.main(base + ["--vary", "batch_size=20,60"])
     out = capsys.readouterr().out
     assert re.search(r"^sweep: 3 cells, 1 epochs each, subset of 60 training split; .*threads", out, re.M)
@@ -81,6 +81,8 @@ def test_sweep_prints_a_row_per_cell_and_names_a_diverged_one(tmp_path, capsys):
                                     "model=seed, device=cpu, precision=fp32, batch_size=20",
                                     "model=seed, device=cpu, precision=fp32, batch_size=60"]
     assert [r[6] for r in rows] == ["ok", "ok", "ok"]
+    assert [int(line.split()[-7]) for line in out.splitlines() if line.endswith(tuple("0123456789"))
+            and "cells" not in line] == [1, 1, 1]         # the epochs column: --epochs 1
     for r in rows:
         assert 0 <= float(r[2]) <= 100 and 0 <= float(r[3]) <= 100 and int(r[5]) == 0
     # the learning rate each cell used: the batch-size rule
