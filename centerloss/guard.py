@@ -83,11 +83,12 @@ class Guard:
         return (step + 1) % CHECK_EVERY == 0
 
     def _weights(self) -> list[torch.Tensor]:
-        return [t for t in self.model.state_dict().values() if t.is_floating_point()] + [self.centers]
+        """Every tensor of the model's state, BatchNorm's integer batch counts too, and the centers."""
+        return list(self.model.state_dict().values()) + [self.centers]
 
     def _momentum(self) -> list[torch.Tensor]:
         return [s[k] for s in self.optimizer.state.values() for k in sorted(s)
-                if isinstance(s[k], torch.Tensor) and s[k].is_floating_point()]
+                if isinstance(s[k], torch.Tensor)]
 
     def _copy(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return ([t.detach().clone() for t in self._weights()],

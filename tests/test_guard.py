@@ -127,6 +127,22 @@ def test_guard_returns_to_a_confirmed_state():
     assert model.weight.item() == 2.0 and event.back_to == 20 and guard.lr_scale == 0.5
 
 
+def test_guard_restores_integer_state_too():
+    """BatchNorm's batch count is part of the state returned to, not only the float tensors."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    guard = Guard(model, torch.zeros(1, 2), torch.optim.SGD(model.parameters(), lr=0.1))
+    sums = torch.zeros(2)
+    guard.start_epoch(0, sums)
+    model.train()
+    for _ in range(3):
+        model(torch.randn(4, 2))
+    assert model[1].num_batches_tracked.item() == 3
+    guard.observe(torch.tensor(float("nan")))
+    assert not guard.check(20, sums)
+    guard.recover(1, 20, sums)
+    assert model[1].num_batches_tracked.item() == 0
+
+
 def test_lr_follows_the_batch_size_and_warmup_the_run_length():
     assert peak_lr(Config(batch_size=128)) == pytest.approx(0.05)
     assert peak_lr(Config(batch_size=512)) == pytest.approx(0.1)
