@@ -102,14 +102,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"sweep: {len(grid)} cells, {args.epochs or 'the default'} epochs each, "
           f"{'subset of ' + str(args.subset) if args.subset else 'whole'} training split; "
           f"{cpu.summary()}, {torch.get_num_threads()} threads; torch {torch.__version__}", flush=True)
-    header = (f"{'cell':<40} {'lr':>7} {'epochs':>6} {'acc':>7} {'center':>7} {'compact':>8} {'guard':>5} "
+    labels = [", ".join(f"{n}={v}" for n, v in cell.items() if n not in ("epochs", "data_dir")) or "base"
+              for cell in grid]
+    width = max(40, *map(len, labels))     # the columns stay aligned under long --product labels
+    header = (f"{'cell':<{width}} {'lr':>7} {'epochs':>6} {'acc':>7} {'center':>7} {'compact':>8} {'guard':>5} "
               f"{'status':<9} {'seconds':>8}")
     print(header)
     datasets: dict[tuple, data_mod.Dataset] = {}
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="cl-sweep-"))
     for k, cell in enumerate(grid):
         cfg = Config(**cell)
-        label = ", ".join(f"{n}={v}" for n, v in cell.items() if n not in ("epochs", "data_dir")) or "base"
+        label = labels[k]
         key = (cfg.dataset, cfg.data_dir, cfg.device, cfg.seed)
         if key not in datasets:
             datasets[key] = subset(dataset_for(cfg, resolve_device(cfg.device)), args.subset, cfg.seed)
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             status = "diverged" if isinstance(e, DivergenceError) or "non-finite" in str(e) else "error"
             row = f"{'-':>6} {'-':>7} {'-':>7} {'-':>8} {'-':>5} {status:<9}"
             print(f"  {label}: {e}", file=sys.stderr)
-        print(f"{label:<40} {peak_lr(cfg):7.4f} {row} {time.perf_counter() - start:8.1f}", flush=True)
+        print(f"{label:<{width}} {peak_lr(cfg):7.4f} {row} {time.perf_counter() - start:8.1f}", flush=True)
 
 
 if __name__ == "__main__":
