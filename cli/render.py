@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from centerloss import cpu, recipe
+from centerloss.batches import batches_per_epoch
 from centerloss.limits import tidy_json
 from centerloss.train import Callbacks, LossWindow
 
@@ -104,7 +105,8 @@ class TrainReporter(Callbacks):
             self.window = FeatureWindow(dataset.classes, f"cl train: {cfg.model} on {dataset.name}")
         if self.quiet or self.as_json:
             return
-        batches = -(-len(dataset.train) // cfg.batch_size)
+        # the loop's own count: a last batch too small for BatchNorm is dropped (batches.py)
+        batches = batches_per_epoch(len(dataset.train), cfg.batch_size, runtime.ctx.world)
         self.console.print(
             f"cl train: {cfg.model} on {dataset.name} ({len(dataset.train):,} train / "
             f"{len(dataset.test):,} test), {cfg.feature_dim}-D features, "

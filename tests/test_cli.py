@@ -71,3 +71,11 @@ def test_train_says_when_it_raised_the_default_epochs(easy_data, tmp_path, monke
     result = runner.invoke(app, [*flags, "--epochs", "1", "--out", str(tmp_path / "given")])
     assert result.exit_code == 0, result.output
     assert "1 epoch of 3 batches" in result.output and "default 1 raised" not in result.output
+
+
+def test_start_line_counts_the_batches_the_loop_trains(easy_data, tmp_path):
+    # 600 images in batches of 599 leave a last batch of one, which BatchNorm cannot train on
+    result = runner.invoke(app, ["train", "--model", "seed", "--batch-size", "599", "--epochs", "1",
+                                 "--data-dir", str(easy_data), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "1 epoch of 1 batch of 599" in result.output
