@@ -254,8 +254,8 @@ def bench_to_accuracy(args, cfg: Config, root: str) -> None:
     imports, data load, per-epoch evaluation and snapshots included), until an epoch's test
     accuracy first reaches the target; the run is stopped there."""
     command = [sys.executable, "-m", "cli", "train", "--json", "--model", cfg.model, "--dataset",
-               cfg.dataset, "--data-dir", root, "--batch-size", str(cfg.batch_size), "--precision", cfg.precision, "--device", cfg.device,
-               "--seed", str(cfg.seed)] + (["--compile"] if cfg.compile else []) + (
+               cfg.dataset, "--data-dir", root, "--batch-size", str(cfg.batch_size), "--precision",
+               cfg.precision, "--device", cfg.device, "--seed", str(cfg.seed)] + (["--compile"] if cfg.compile else []) + (
                ["--epochs", str(cfg.epochs)] if cfg.epochs is not None else [])
     if args.cl_threads:
         command = ["env", f"OMP_NUM_THREADS={args.cl_threads}"] + command

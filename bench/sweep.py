@@ -2,8 +2,9 @@
 
 Each --vary NAME=V1,V2,... varies one Config field around the base (--set NAME=V, else cl's
 defaults), one factor at a time; --product crosses them all instead. A cell trains a fresh run with
-cl's own train() in a temporary folder and prints the epochs it trained (--epochs, else cl's rule),
-its final softmax and nearest-center test accuracy, compactness, the guard's returns, whether it diverged and the seconds it took.
+cl's own train() in a temporary folder and prints the epochs it trained (--epochs, else cl's
+rule), its final softmax and nearest-center test accuracy, compactness, the guard's returns,
+whether it diverged and the seconds it took.
 --subset N trains on a seeded random N-image subset of the training split and evaluates on the
 whole test split. Run from the repository root, for example:
 
@@ -102,11 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"sweep: {len(grid)} cells, {args.epochs or 'the default'} epochs each, "
           f"{'subset of ' + str(args.subset) if args.subset else 'whole'} training split; "
           f"{cpu.summary()}, {torch.get_num_threads()} threads; torch {torch.__version__}", flush=True)
-    labels = [", ".join(f"{n}={v}" for n, v in cell.items() if n not in ("epochs", "data_dir")) or "base"
-              for cell in grid]
+    labels = [", ".join(f"{n}={v}" for n, v in cell.items() if n not in ("epochs", "data_dir"))
+              or "base" for cell in grid]
     width = max(40, *map(len, labels))     # the columns stay aligned under long --product labels
-    header = (f"{'cell':<{width}} {'lr':>7} {'epochs':>6} {'acc':>7} {'center':>7} {'compact':>8} {'guard':>5} "
-              f"{'status':<9} {'seconds':>8}")
+    header = (f"{'cell':<{width}} {'lr':>7} {'epochs':>6} {'acc':>7} {'center':>7} {'compact':>8} "
+              f"{'guard':>5} {'status':<9} {'seconds':>8}")
     print(header)
     datasets: dict[tuple, data_mod.Dataset] = {}
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="cl-sweep-"))

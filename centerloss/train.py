@@ -110,8 +110,8 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: data_mod.Dataset | No
     runtime = Runtime.resolve(cfg.device, cfg.precision, ctx)
     device = runtime.device
     header = resume if isinstance(resume, resume_mod.Header) else None
-    if resume and cfg.epochs is None:    # a caller resuming with the default: the run's own
-        cfg = dataclasses.replace(cfg, epochs=(header or resume_mod.peek(out)).config.epochs)
+    if resume and cfg.epochs is None:    # a library caller resuming with the default: the run's
+        cfg = dataclasses.replace(cfg, epochs=resume_mod.peek(out).config.epochs)   # (a Header's is set)
     state = resume_mod.load_state(out, cfg, header) if resume else None
     history = state.history if state else []
     if state and len(history) >= cfg.epochs:

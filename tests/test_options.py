@@ -44,8 +44,8 @@ def test_help_shows_each_default_once(command):
 
 def test_help_defaults_are_the_config_defaults():
     blocks = help_blocks("train")
-    for flag, field in (("--lambda", "lam"), ("--alpha", "alpha"), ("--batch-size", "batch_size"), ("--model", "model"),
-                        ("--augment", "augment"), ("--precision", "precision")):
+    for flag, field in (("--lambda", "lam"), ("--alpha", "alpha"), ("--batch-size", "batch_size"),
+                        ("--model", "model"), ("--augment", "augment"), ("--precision", "precision")):
         assert f"[default: {getattr(Config, field)}]" in blocks[flag], blocks[flag]
     assert "[default: 64]" in blocks["--image-size"] and "[default: 0]" not in blocks["--image-size"]
     # --epochs' default is a rule, stated with recipe.py's numbers (Config holds None)
