@@ -1,7 +1,10 @@
 """The divergence guard: a step whose loss is non-finite or far above its recent level is not kept.
 
 Every step compares its loss with a running average on the device and folds the verdict into a
-flag there: nothing is read back per step. Every CHECK_EVERY steps, and at the end of an epoch,
+flag there: nothing is read back per step. A step's loss judges the state the step before it
+made, so the epoch's last update is judged at the end of the epoch by the loss of the updated
+model on that batch: an epoch's start is always a state some loss has judged, even when the epoch
+is a single step. Every CHECK_EVERY steps, and at the end of an epoch,
 where the loop waits for the device anyway, the flag is read once. Clean: the state of the
 previous check becomes the one to return to, and the present state the next candidate. Bad: the
 weights, centers, momentum and epoch sums go back to the last state that later steps have
@@ -116,16 +119,26 @@ class Guard:
         return {"lr_scale": self.lr_scale, "ema": float(self.ema)}
 
     def check(self, batch: int, sums: torch.Tensor, weights_too: bool = False,
-              promote: bool = True, probe: torch.Tensor | None = None) -> bool:
+              promote: bool = True, probe: torch.Tensor | None = None,
+              after: torch.Tensor | None = None) -> bool:
         """Read the flag (one host sync). True if the steps since the last check were good; then,
         if promote, the last candidate becomes the state to return to and this one the next.
-        weights_too also checks every weight, and probe (outputs of the model as it is now)."""
+        weights_too also checks every weight, and probe (outputs of the model as it is now).
+        after is the loss of the model as it is now, on the batch of the last step: the last
+        update has no step's loss after it, and at the end of an epoch the state it made is the
+        next epoch's start, so it is judged like a step's loss before anything builds on it."""
         flag = self.bad.float()
         if weights_too:   # the last step's update has no loss after it yet: look at its result
             finite = torch.stack([t.isfinite().all() for t in self._weights()]).all()
             if probe is not None:     # outputs of the new weights: huge weights overflow there
                 finite = finite & probe.isfinite().all()
             flag = torch.maximum(flag, (~finite).float())
+        if after is not None:
+            after = after.detach().float()
+            recent = torch.where(self.ema < 0, after, self.ema)
+            judged = ~torch.isfinite(after) | (after > SPIKE_FACTOR * recent + SPIKE_MARGIN)
+            flag = torch.maximum(flag, judged.float())
+            self.worst = torch.maximum(self.worst, torch.nan_to_num(after, nan=math.inf))
         distributed.any_(flag, self.ctx)      # every rank goes back together, or none does
         bad, worst, recent = torch.stack([flag, self.worst, self.ema]).tolist()
         self.last_worst, self.last_recent = worst, recent

@@ -296,7 +296,8 @@ def train_epoch(loop: Loop, epoch: int, progress: EpochProgress | None = None,
                 event = guard.recover(epoch, i + 1, totals.sums)
                 break
         if event is None:     # the end of the epoch, where the loop waits for the device anyway
-            if guard.check(batches, totals.sums, weights_too=True, probe=probe(model, x)):
+            logits, after = probe(loop, x, y)
+            if guard.check(batches, totals.sums, weights_too=True, probe=logits, after=after):
                 break
             event = guard.recover(epoch, batches, totals.sums)
         first = progress.batch = totals.batches = event.back_to
@@ -317,13 +318,28 @@ def train_epoch(loop: Loop, epoch: int, progress: EpochProgress | None = None,
 
 
 @torch.no_grad()
-def probe(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The logits the model in its present state gives the batch x, in eval mode: the guard's view
-    of the epoch's last update, which no training loss has seen yet."""
+def probe(loop: Loop, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The guard's view of the epoch's last update, which no training loss has seen yet: the
+    logits of the model as it is now for the batch x in eval mode (huge weights overflow there),
+    and the loss it now gives (x, y) in training mode, as the next step would see it. Plain
+    cross-entropy (a margin head's is only larger) + lambda * center loss; the centers do not
+    move and BatchNorm's running statistics are put back, so the run goes on as if unprobed."""
+    model, center_loss = loop.model, loop.step.center_loss
+    x = x.contiguous(memory_format=torch.channels_last)
     model.eval()
-    _, logits = model(x.contiguous(memory_format=torch.channels_last))
+    _, logits = model(x)
     model.train()
-    return logits
+    buffers = [b.clone() for b in model.buffers()]
+    center_loss.eval()
+    try:
+        with loop.step.runtime.autocast():
+            features, train_logits = model(x)
+        after = softmax_loss(train_logits, y) + loop.cfg.lam * center_loss(features, y)
+    finally:
+        center_loss.train()
+        if buffers:
+            torch._foreach_copy_(list(model.buffers()), buffers)
+    return logits, after
 
 
 def save_epoch(out: Path, model, center_loss, ds, cfg, epoch: int, record: dict) -> None:

@@ -91,6 +91,57 @@ def test_resume_across_a_guard_event_is_bit_identical(data, tmp_path, poisoned, 
     assert_same_run(tmp_path / "reference", out)
 
 
+@pytest.fixture
+def wrecked(monkeypatch):
+    """Makes the update of the n-th step throw the class directions far out, after that step's own
+    loss was computed: the loss it reports is normal and every weight stays finite, but the next
+    loss is far above the recent level. Counts the steps that ran."""
+    from centerloss import train as train_mod
+    real, calls = train_mod.train_step, []
+
+    def train_step(step, x, y, lr, scale=1.0):
+        result = real(step, x, y, lr, scale)
+        calls.append(lr)
+        if len(calls) == wrecked.at:
+            with torch.no_grad():
+                step.forward.classifier.weight.mul_(-1e4)
+        return result
+    monkeypatch.setattr(train_mod, "train_step", train_step)
+
+    def wrecked(at: int) -> list[float]:
+        wrecked.at = at
+        return calls
+    return wrecked
+
+
+@pytest.mark.parametrize("batch_size,batches", [(48, 1), (16, 3)])
+def test_an_epochs_last_update_is_judged_before_the_next_epoch_builds_on_it(
+        data, tmp_path, wrecked, batch_size, batches):
+    """An epoch of one step (a small data set at a large batch) starts from the state the last
+    epoch's update made; no loss of its own had judged that state, so a return replayed the same
+    bad loss at any learning rate until the run stopped. The end of an epoch now judges it."""
+    lrs = wrecked(2 * batches)              # the last step of epoch 2
+    cb = PoisonOnce((0, 0), 1.0)            # never armed: only counts the guard's events
+    history = train(tiny_config(data, batch_size=batch_size), tmp_path / "run", cb)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert [(e.epoch, e.batch, e.reason, e.lr_scale) for e in cb.events] == [(2, batches, "spike", 0.5)]
+    assert len(lrs) == 4 * batches - cb.events[0].back_to     # the undone steps of epoch 2 ran again
+    assert lrs[2 * batches] == pytest.approx(0.5 * lrs[cb.events[0].back_to + batches])
+    assert "guard" not in history[2] and history[2]["test_ce"] < 5
+
+
+def test_resume_across_an_end_of_epoch_return_is_bit_identical(data, tmp_path, wrecked):
+    """Stopped at the wrecked step itself: the stop finds it, goes back, and saves that state."""
+    cfg = tiny_config(data, batch_size=48)
+    steps = wrecked(2)
+    train(cfg, tmp_path / "reference")
+    steps.clear()         # the stopped run's epoch 2 is wrecked too, its resumed part is not
+    with pytest.raises(Interrupted):
+        train(cfg, tmp_path / "stopped", SignalAt(2, 1))
+    train(cfg, tmp_path / "stopped", resume=True)
+    assert_same_run(tmp_path / "reference", tmp_path / "stopped")
+
+
 def test_guard_flags_nan_and_spikes_but_not_noise():
     model = torch.nn.Linear(2, 2)
     centers = torch.zeros(2, 2)
