@@ -120,10 +120,16 @@ class TrainReporter(Callbacks):
             highlight=False)
 
     def epochs_note(self, cfg, batches: int) -> str:
-        """Why the run has more epochs than the default, when it chose them itself."""
+        """Why the run has more epochs than the default, when it chose them itself, and what to do
+        when even the most it raises them to leaves the run short of steps."""
         if not self.auto_epochs or cfg.epochs <= recipe.DEFAULT_EPOCHS:
             return ""
-        return (f" (the default {recipe.DEFAULT_EPOCHS} raised to make {cfg.epochs * batches:,} "
+        steps = cfg.epochs * batches
+        if steps < recipe.MIN_STEPS:
+            return (f" (the default {recipe.DEFAULT_EPOCHS} raised to its limit: {steps:,} steps, "
+                    f"fewer than the {recipe.MIN_STEPS:,} it aims at; a smaller --batch-size makes "
+                    f"more steps an epoch, --epochs N more epochs)")
+        return (f" (the default {recipe.DEFAULT_EPOCHS} raised to make {steps:,} "
                 f"steps; --epochs N chooses)")
 
     def on_epoch_start(self, epoch: int, batches: int) -> None:

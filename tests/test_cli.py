@@ -71,6 +71,14 @@ def test_train_says_when_it_raised_the_default_epochs(easy_data, tmp_path, monke
     result = runner.invoke(app, [*flags, "--epochs", "1", "--out", str(tmp_path / "given")])
     assert result.exit_code == 0, result.output
     assert "1 epoch of 3 batches" in result.output and "default 1 raised" not in result.output
+    # a batch near the data set's size, where even the most epochs the default takes are too few
+    monkeypatch.setattr(recipe, "MIN_STEPS", 9)
+    monkeypatch.setattr(recipe, "MAX_AUTO_EPOCHS", 2)
+    result = runner.invoke(app, [*flags, "--out", str(tmp_path / "short")])
+    assert result.exit_code == 0, result.output
+    assert ("2 epochs (the default 1 raised to its limit: 6 steps, fewer than the 9 it aims at; a "
+            "smaller --batch-size makes more steps an epoch, --epochs N more epochs) of 3 batches"
+            ) in " ".join(result.output.split())
 
 
 def test_start_line_counts_the_batches_the_loop_trains(easy_data, tmp_path):
