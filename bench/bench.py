@@ -255,8 +255,11 @@ def bench_to_accuracy(args, cfg: Config, root: str) -> None:
     accuracy first reaches the target; the run is stopped there."""
     command = [sys.executable, "-m", "cli", "train", "--json", "--model", cfg.model, "--dataset",
                cfg.dataset, "--data-dir", root, "--batch-size", str(cfg.batch_size), "--precision",
-               cfg.precision, "--device", cfg.device, "--seed", str(cfg.seed)] + (["--compile"] if cfg.compile else []) + (
-               ["--epochs", str(cfg.epochs)] if cfg.epochs is not None else [])
+               cfg.precision, "--device", cfg.device, "--seed", str(cfg.seed)]
+    if cfg.compile:
+        command.append("--compile")
+    if cfg.epochs is not None:     # None: cl train's own rule picks them
+        command += ["--epochs", str(cfg.epochs)]
     if args.cl_threads:
         command = ["env", f"OMP_NUM_THREADS={args.cl_threads}"] + command
     with tempfile.TemporaryDirectory() as out:

@@ -34,13 +34,14 @@ from centerloss.recipe import peak_lr
 from centerloss.train import train
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+RULED = {"lr": float, "epochs": int}     # Config fields whose None means "cl's rule decides"
 
 
 def parse_value(name: str, text: str):
     """A command-line value as the Config field's type."""
     default = getattr(Config(), name)
-    if name in ("lr", "epochs"):      # None: cl's rule picks the value
-        return None if text in ("auto", "none") else (float if name == "lr" else int)(text)
+    if name in RULED:                 # "auto": cl's rule picks the value
+        return None if text in ("auto", "none") else RULED[name](text)
     if isinstance(default, bool):
         return text.lower() in ("1", "true", "yes")
     return type(default)(text)

@@ -72,15 +72,21 @@ class Guard:
         self.good_at = self.candidate_at = 0                # batch of the epoch of each copy
         self.good_sums = self.candidate_sums = None
 
+    def _judge(self, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fold a loss into the flag and the worst loss seen: non-finite, or far above the recent
+        level (the loss itself before any). Returns (loss, recent level, whether it was bad)."""
+        loss = loss.detach().float()
+        recent = torch.where(self.ema < 0, loss, self.ema)
+        bad = ~torch.isfinite(loss) | (loss > SPIKE_FACTOR * recent + SPIKE_MARGIN)
+        self.bad |= bad
+        self.worst = torch.maximum(self.worst, torch.nan_to_num(loss, nan=math.inf))
+        return loss, recent, bad
+
     def observe(self, loss: torch.Tensor) -> None:
         """Fold one step's loss into the flag and the running average: device ops only."""
-        loss = loss.detach().float()
-        ema = torch.where(self.ema < 0, loss, self.ema)
-        spike = loss > SPIKE_FACTOR * ema + SPIKE_MARGIN
-        self.bad |= ~torch.isfinite(loss) | spike
-        self.worst = torch.maximum(self.worst, torch.nan_to_num(loss, nan=math.inf))
+        loss, recent, bad = self._judge(loss)
         # a bad step does not move the average, so a run of bad steps cannot make itself normal
-        self.ema = torch.where(torch.isfinite(loss) & ~spike, EMA_DECAY * ema + (1 - EMA_DECAY) * loss, ema)
+        self.ema = torch.where(bad, recent, EMA_DECAY * recent + (1 - EMA_DECAY) * loss)
 
     def due(self, step: int) -> bool:
         return (step + 1) % CHECK_EVERY == 0
@@ -126,19 +132,16 @@ class Guard:
         weights_too also checks every weight, and probe (outputs of the model as it is now).
         after is the loss of the model as it is now, on the batch of the last step: the last
         update has no step's loss after it, and at the end of an epoch the state it made is the
-        next epoch's start, so it is judged like a step's loss before anything builds on it."""
+        next epoch's start, so it is judged like a step's loss before anything builds on it
+        (without moving the running average: it is no step's)."""
+        if after is not None:
+            self._judge(after)
         flag = self.bad.float()
         if weights_too:   # the last step's update has no loss after it yet: look at its result
             finite = torch.stack([t.isfinite().all() for t in self._weights()]).all()
             if probe is not None:     # outputs of the new weights: huge weights overflow there
                 finite = finite & probe.isfinite().all()
             flag = torch.maximum(flag, (~finite).float())
-        if after is not None:
-            after = after.detach().float()
-            recent = torch.where(self.ema < 0, after, self.ema)
-            judged = ~torch.isfinite(after) | (after > SPIKE_FACTOR * recent + SPIKE_MARGIN)
-            flag = torch.maximum(flag, judged.float())
-            self.worst = torch.maximum(self.worst, torch.nan_to_num(after, nan=math.inf))
         distributed.any_(flag, self.ctx)      # every rank goes back together, or none does
         bad, worst, recent = torch.stack([flag, self.worst, self.ema]).tolist()
         self.last_worst, self.last_recent = worst, recent
