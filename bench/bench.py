@@ -28,11 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Callable, Iterator
 
-from pathlib import Path
-
-from centerloss import cpu
+from centerloss.device import cpu
 
 cpu.prepare()   # as `cl` does, before torch loads OpenMP: passive wait, the usable cores
 
@@ -42,17 +41,17 @@ import torchvision.datasets as tvd  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
-from centerloss import accel
-from centerloss import batches as batch_mod
-from centerloss import datasets as data_mod
 from centerloss import errors as errors_mod
-from centerloss import idx as idx_mod
-from centerloss.config import Config
-from centerloss.loss import CenterLoss
-from centerloss.models import build_model
-from centerloss.runtime import Runtime, infer
-from centerloss.recipe import peak_lr
-from centerloss.train import Step, TrainError, make_optimizer, train_step
+from centerloss.config.config import Config
+from centerloss.config.recipe import peak_lr
+from centerloss.data import batches as batch_mod, idx as idx_mod
+from centerloss.data.types import Dataset, Split, default_data_dir
+from centerloss.device import accel
+from centerloss.device.runtime import Runtime
+from centerloss.evaluation.inference import infer
+from centerloss.model.center_loss import CenterLoss
+from centerloss.model.nets import build_model
+from centerloss.train.loop import Step, TrainError, make_optimizer, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,7 +124,7 @@ def interleaved(runs: dict[str, Callable[[], int]], rounds: int, device: torch.d
     return {name: statistics.median(v) for name, v in rates.items()}
 
 
-def classic_dataset(ds: data_mod.Dataset, root: str, train_split: bool, augment: int) -> tvd.VisionDataset:
+def classic_dataset(ds: Dataset, root: str, train_split: bool, augment: int) -> tvd.VisionDataset:
     """torchvision's dataset class over the same idx files, with the usual per-image transforms."""
     side = ds.train.images.shape[-1]
     steps = [transforms.RandomCrop(side, padding=augment)] if augment else []
@@ -139,7 +138,7 @@ def loader(dataset, batch_size: int, shuffle: bool, workers: int, device: torch.
                       pin_memory=device.type == "cuda", persistent_workers=workers > 0)
 
 
-def new_net(cfg: Config, ds: data_mod.Dataset, device: torch.device, channels_last: bool):
+def new_net(cfg: Config, ds: Dataset, device: torch.device, channels_last: bool):
     """Model, center loss and optimizer built as cl's train() builds them, from the same seed."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, len(ds.classes), cfg.feature_dim, 1, ds.train.images.shape[-1])
@@ -148,7 +147,7 @@ def new_net(cfg: Config, ds: data_mod.Dataset, device: torch.device, channels_la
     return model, CenterLoss(len(ds.classes), cfg.feature_dim, cfg.alpha).to(device), make_optimizer(model, cfg)
 
 
-def cl_batches(ds: data_mod.Dataset, cfg: Config) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def cl_batches(ds: Dataset, cfg: Config) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for epoch in itertools.count(1):
         yield from batch_mod.train_batches(ds.train, cfg.batch_size, cfg.seed, epoch, cfg.augment,
                                           ds.mean, ds.std)
@@ -208,8 +207,8 @@ def bench_inference(args, ds, root, device, precision, workers, nets) -> dict[st
     """Evaluation and embedding images/s: cl's infer() against a DataLoader loop."""
     n_test = args.eval_images or len(ds.test)
     n_train = args.eval_images or len(ds.train)
-    test = data_mod.Split(ds.test.images[:n_test], ds.test.labels[:n_test])
-    train_part = data_mod.Split(ds.train.images[:n_train], ds.train.labels[:n_train])
+    test = Split(ds.test.images[:n_test], ds.test.labels[:n_test])
+    train_part = Split(ds.train.images[:n_train], ds.train.labels[:n_train])
     tv_test = loader(Subset(classic_dataset(ds, root, False, 0), range(n_test)), args.batch_size,
                      False, workers, device)
     tv_train = loader(Subset(classic_dataset(ds, root, True, 0), range(n_train)), args.batch_size,
@@ -307,7 +306,7 @@ def run(args: argparse.Namespace) -> None:
                  seed=args.seed, epochs=args.epochs)
     cfg.validate()
     idx_mod.find_files(args.dataset, args.data_dir or None)    # downloads if need be
-    root = args.data_dir or str(data_mod.default_data_dir())
+    root = args.data_dir or str(default_data_dir())
     ds = idx_mod.load(args.dataset, root, device)
     threads = torch.get_num_threads()
     print(f"{args.model} on {args.dataset}, batch {args.batch_size}, {device}, torch {torch.__version__}"

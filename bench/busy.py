@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from centerloss import cpu
 from centerloss import errors as errors_mod
-from centerloss import idx as idx_mod
+from centerloss.data import idx as idx_mod
+from centerloss.device import cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = {"cl": {}, "spin": {"GOMP_SPINCOUNT": "300000"}, "t1": {"OMP_NUM_THREADS": "1"}}

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from centerloss import batches as batch_mod
-from centerloss import idx as idx_mod
-from centerloss.folder import load_folder
+from centerloss.data import batches as batch_mod, idx as idx_mod
+from centerloss.data.folder import load_folder
 
 
 def export(root: Path, n: int, channels: int) -> None:

@@ -22,11 +22,11 @@ import torch
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from centerloss import datasets as data_mod
-from centerloss.config import Config
-from centerloss.datasets import dataset_for
-from centerloss.runtime import resolve_device
-from centerloss.train import train
+from centerloss.config.config import Config
+from centerloss.data.registry import dataset_for
+from centerloss.data.types import Dataset, Split
+from centerloss.device.runtime import resolve_device
+from centerloss.train.loop import train
 from cli.render import TrainReporter
 
 
@@ -59,7 +59,7 @@ class TimedReporter(TrainReporter):
         self.seconds += time.perf_counter() - start
 
 
-def one_epoch(cfg: Config, ds: data_mod.Dataset, live: bool, out: Path) -> tuple[float, float, TimedReporter]:
+def one_epoch(cfg: Config, ds: Dataset, live: bool, out: Path) -> tuple[float, float, TimedReporter]:
     """(images/s, share of the training time spent in the reporter's callbacks, the reporter)"""
     console = Console(file=open(os.devnull, "w"), force_terminal=True, width=100, height=40,
                       color_system="truecolor")
@@ -74,8 +74,8 @@ def main() -> None:
                  batch_size=args.batch_size, device=args.device, precision=args.precision)
     ds = dataset_for(cfg, resolve_device(cfg.device))
     n = min(args.images, len(ds.train))
-    ds = dataclasses.replace(ds, train=data_mod.Split(ds.train.images[:n], ds.train.labels[:n]),
-                             test=data_mod.Split(ds.test.images[:512], ds.test.labels[:512]))
+    ds = dataclasses.replace(ds, train=Split(ds.train.images[:n], ds.train.labels[:n]),
+                             test=Split(ds.test.images[:512], ds.test.labels[:512]))
     speeds: dict[bool, list[float]] = {False: [], True: []}
     shares: dict[bool, list[float]] = {False: [], True: []}
     draws = seconds = 0.0

@@ -23,15 +23,14 @@ from pathlib import Path
 
 import torch
 
-from centerloss import cpu
-from centerloss import datasets as data_mod
-from centerloss.config import Config
-from centerloss.datasets import dataset_for
-from centerloss.runtime import resolve_device
-from centerloss.errors import TrainError
-from centerloss.guard import DivergenceError
-from centerloss.recipe import peak_lr
-from centerloss.train import train
+from centerloss.config.config import Config
+from centerloss.config.recipe import peak_lr
+from centerloss.data.registry import dataset_for
+from centerloss.data.types import Dataset, Split
+from centerloss.device import cpu
+from centerloss.device.runtime import resolve_device
+from centerloss.errors import DivergenceError, TrainError
+from centerloss.train.loop import train
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 RULED = {"lr": float, "epochs": int}     # Config fields whose None means "cl's rule decides"
@@ -70,13 +69,13 @@ def cells(base: dict, vary: list[tuple[str, list]], product: bool) -> list[dict]
     return grid
 
 
-def subset(ds: data_mod.Dataset, n: int, seed: int) -> data_mod.Dataset:
+def subset(ds: Dataset, n: int, seed: int) -> Dataset:
     """The first n of a seeded permutation of the training split; the test split stays whole."""
     if not 0 < n < len(ds.train):
         return ds
     keep = torch.randperm(len(ds.train), generator=torch.Generator().manual_seed(seed))[:n]
     keep = keep.sort().values.to(ds.train.labels.device)
-    train_split = data_mod.Split(ds.train.images.index_select(0, keep), ds.train.labels.index_select(0, keep))
+    train_split = Split(ds.train.images.index_select(0, keep), ds.train.labels.index_select(0, keep))
     return dataclasses.replace(ds, train=train_split)
 
 
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     header = (f"{'cell':<{width}} {'lr':>7} {'epochs':>6} {'acc':>7} {'center':>7} {'compact':>8} "
               f"{'guard':>5} {'status':<9} {'seconds':>8}")
     print(header)
-    datasets: dict[tuple, data_mod.Dataset] = {}
+    datasets: dict[tuple, Dataset] = {}
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="cl-sweep-"))
     for k, cell in enumerate(grid):
         cfg = Config(**cell)

@@ -14,20 +14,21 @@ import argparse
 import statistics
 import time
 
-from centerloss import cpu
+from centerloss.device import cpu
 
 cpu.prepare()   # as `cl` does, before torch loads OpenMP: passive wait, the usable cores
 
 import torch  # noqa: E402
 
-from centerloss import accel
-from centerloss import datasets as data_mod
-from centerloss.config import Config
-from centerloss.loss import CenterLoss
-from centerloss.models import build_model
-from centerloss.runtime import Runtime, infer, resolve_device
-from centerloss.recipe import peak_lr
-from centerloss.train import Step, make_optimizer, train_step
+from centerloss.config.config import Config
+from centerloss.config.recipe import peak_lr
+from centerloss.data.types import Split
+from centerloss.device import accel
+from centerloss.device.runtime import Runtime, resolve_device
+from centerloss.evaluation.inference import infer
+from centerloss.model.center_loss import CenterLoss
+from centerloss.model.nets import build_model
+from centerloss.train.loop import Step, make_optimizer, train_step
 
 WORDS = {"cl", "nchw", "bf16", "compile", "t1"}
 
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     if sizes:
         model = build_model(args.model).to(device, memory_format=torch.channels_last)
         images = torch.randint(0, 256, (args.images, 28, 28), dtype=torch.uint8, generator=g)
-        split = data_mod.Split(images.to(device), torch.zeros(args.images, dtype=torch.long, device=device))
+        split = Split(images.to(device), torch.zeros(args.images, dtype=torch.long, device=device))
 
         def infer_run(variant: str):
             size, *rest = variant.split("+")

@@ -34,6 +34,14 @@ class CheckpointError(ClError):
     """A checkpoint or snapshot cannot be used; the message says which file and why."""
 
 
+class HeaderError(CheckpointError, ValueError):
+    """A file is not a well-formed safetensors file; the message says what is wrong."""
+
+
+class DivergenceError(TrainError):
+    """The guard returned as often as it may in a row and the loss still would not stay finite."""
+
+
 class PlotError(ClError):
     """A run cannot be plotted as asked; the message says why and what to do."""
 

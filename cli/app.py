@@ -93,7 +93,7 @@ app = typer.Typer(cls=OneLineErrors, add_completion=True, no_args_is_help=True,
 
 def _print_version(value: bool) -> None:
     if value:
-        from centerloss import __version__   # centerloss's package imports no torch
+        from centerloss import __version__  # centerloss's package imports no torch
         console.print(f"cl {__version__}")
         raise typer.Exit()
 

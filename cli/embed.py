@@ -7,12 +7,11 @@ from typing import Optional
 
 import typer
 
+from centerloss.config.options import check_all
 from centerloss.errors import ClError
-from centerloss.options import check_all
 
 from .app import app, console, fail
 from .flags import flag
-
 
 EMBED_HELP = """Write the features of a split or of image files: .safetensors, .npy or .csv.
 
@@ -59,9 +58,9 @@ def embed(
                                      "[default: 2048 on a GPU; 128 on the CPU]."),
     overwrite: bool = flag("--overwrite"),
 ) -> None:
-    from centerloss import checkpoint as ckpt_io
-    from centerloss import embed as embed_mod
-    from centerloss.runtime import Runtime
+    from centerloss.device.runtime import Runtime
+    from centerloss.export import embed as embed_mod
+    from centerloss.store import checkpoint as ckpt_io
     if images and not use_images:
         fail("image paths given as arguments need --images: cl embed --images PATH ... -o FILE", 2)
     if use_images and not images:

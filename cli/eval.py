@@ -9,9 +9,9 @@ import typer
 from rich import box
 from rich.table import Table
 
+from centerloss.config.limits import tidy_json
+from centerloss.config.options import check_all
 from centerloss.errors import ClError
-from centerloss.limits import tidy_json
-from centerloss.options import check_all
 
 from .app import app, console, fail
 from .flags import flag
@@ -39,9 +39,9 @@ def evaluate(
     folds: int = flag("--folds"),
 ) -> None:
     """Measure a trained model on the test split, or verify pairs of images with it."""
-    from centerloss import checkpoint as ckpt_io
-    from centerloss.evaluate import evaluate_checkpoint
-    from centerloss.runtime import Runtime
+    from centerloss.device.runtime import Runtime
+    from centerloss.evaluation.evaluate import evaluate_checkpoint
+    from centerloss.store import checkpoint as ckpt_io
 
     from .render import plural, print_verification
     check_all(metric=metric)
@@ -55,7 +55,7 @@ def evaluate(
     path = ckpt_io.resolve(run, checkpoint, epoch)
     try:
         if pairs is not None:
-            from centerloss.pairs import evaluate_pairs
+            from centerloss.evaluation.pairs import evaluate_pairs
             report, _ = evaluate_pairs(path, pairs, images_dir, metric, folds, runtime=runtime)
         else:
             report = evaluate_checkpoint(path, data_dir=str(data_dir) if data_dir else None,

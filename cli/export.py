@@ -23,8 +23,8 @@ def export(
     The pixels (0-255) are normalised inside the graph as in training; the batch size is free.
     The file's metadata_props hold the class names, the normalisation, the head and the config.
     For margin heads the logits are s * cos(theta), without the margin (as in cl eval)."""
-    from centerloss import checkpoint as ckpt_io
-    from centerloss.export import export_onnx
+    from centerloss.export.onnx import export_onnx
+    from centerloss.store import checkpoint as ckpt_io
     path = ckpt_io.resolve(run, checkpoint, epoch)
     meta = export_onnx(path, out, overwrite)
     console.print(f"wrote {out} from {path} (epoch {meta['epoch']}); input {meta['input']}")

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from centerloss.options import OPTIONS
+from centerloss.config import OPTIONS, default_of
 
 _SAME = object()
 
@@ -16,6 +16,6 @@ def flag(name: str, *, help: str | None = None, default: Any = _SAME) -> Any:
     the value, or the words in the help where the value would mislead (0 standing for 64)."""
     opt = OPTIONS[name]
     text = help or opt.help
-    value = opt.value_default() if default is _SAME else default
+    value = default_of(name) if default is _SAME else default
     decls = [f"{name}/--no-{name[2:]}"] if opt.toggle else [name]
     return typer.Option(value, *decls, help=text, show_default="[default:" not in text)

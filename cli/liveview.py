@@ -113,7 +113,7 @@ def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, li
                  size: tuple[int, int], classes: Sequence[str], note: str = "") -> RenderableType:
     """The scatter of `points` (N x 2) coloured by `labels`, each center as its class's index on
     its colour, within `limits`, `size` = (columns, rows) in all, the legend to the right."""
-    import plotext   # 0.1 s to import: only when a view is drawn
+    import plotext  # 0.1 s to import: only when a view is drawn
 
     colors = class_colors(len(classes))
     names = class_names(classes)

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from centerloss.plots import class_colors, draw_features, legend_handles
-from centerloss.snapshots import Frame
+from centerloss.plots.snapshots import Frame
 
 from .liveview import cloud_limits
 

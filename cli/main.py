@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from centerloss import cpu
+from centerloss.device import cpu
 
 from . import streams
 
@@ -61,7 +61,7 @@ def under_torchrun() -> bool:
     """Whether this process is one rank of several; never imports torch (`cl --help` does not)."""
     if "torch" not in sys.modules:        # no command ran, so no process group exists
         return False
-    from centerloss import distributed
+    from centerloss.device import distributed
     return distributed.launched().world > 1
 
 

@@ -6,8 +6,8 @@ from typing import Optional
 
 import typer
 
+from centerloss.config.options import check_all
 from centerloss.errors import ClError
-from centerloss.options import check_all
 
 from .app import app, console, fail
 from .flags import flag
@@ -44,8 +44,9 @@ def plot(
     fitted per run, and the plot says so. A margin head's run (--head sphereface, cosface or
     arcface) is drawn as the head sees it: features normalised onto the unit circle, with rays
     to the class directions; --raw draws the features as learned."""
-    from centerloss import plots, snapshots
-    from centerloss.runfolder import plot_path
+    from centerloss import plots
+    from centerloss.plots import snapshots
+    from centerloss.store.runfolder import plot_path
     modes = [name for name, on in (("--gif", gif), ("--curves", curves), ("--compare", compare),
                                                  ("--roc", roc)) if on]
     if len(modes) > 1:

@@ -7,13 +7,14 @@ import sys
 import time
 
 from rich.console import Console
-from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
-from centerloss import cpu, recipe
-from centerloss.batches import batches_per_epoch
-from centerloss.limits import tidy_json
-from centerloss.train import Callbacks, LossWindow
+from centerloss.config import recipe
+from centerloss.config.limits import tidy_json
+from centerloss.data.batches import batches_per_epoch
+from centerloss.device import cpu
+from centerloss.train.loop import Callbacks, LossWindow
 
 from . import liveview
 
@@ -101,7 +102,7 @@ class TrainReporter(Callbacks):
         if self.draw_view or self.window_wanted:
             self.view = liveview.LiveView(dataset.classes, cfg.feature_dim)
         if self.window_wanted:
-            from .livewindow import FeatureWindow    # pyplot and a GUI toolkit: only when asked
+            from .livewindow import FeatureWindow  # pyplot and a GUI toolkit: only when asked
             self.window = FeatureWindow(dataset.classes, f"cl train: {cfg.model} on {dataset.name}")
         if self.quiet or self.as_json:
             return

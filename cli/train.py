@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 
-from centerloss.config import Config
+from centerloss.config import CONFIG_DEFAULTS
+from centerloss.config.config import Config
 from centerloss.errors import ClError, WriteError
-from centerloss.options import CONFIG_DEFAULTS
-from centerloss.runfolder import model_path
+from centerloss.store.runfolder import model_path
 
 from .app import app, console, err_console, fail
 from .flags import flag
@@ -66,12 +66,12 @@ def train(
 
     Under `torchrun --nproc-per-node N -m cli train ...` it trains on N processes with
     DistributedDataParallel; --batch-size is then the batch of all of them together."""
-    from centerloss import resume as resume_mod
-    from centerloss.distributed import launched
+    from centerloss.device.distributed import launched
     from centerloss.errors import Interrupted
-    from centerloss.train import train as run_training
+    from centerloss.train import resume as resume_mod
+    from centerloss.train.loop import train as run_training
 
-    from .render import TrainReporter, epoch_line, plural   # here: render imports torch, --help must not
+    from .render import TrainReporter, epoch_line, plural  # here: render imports torch, --help must not
     # every parameter named as a Config field is that field (centerloss.options)
     values = {name: value for name, value in ctx.params.items() if name in CONFIG_DEFAULTS}
     values["data_dir"] = str(data_dir.resolve()) if data_dir else ""   # saved: keep it valid elsewhere
@@ -142,8 +142,7 @@ def train(
 
 def saved_so_far(out: Path) -> str:
     """What a stopped run left in its folder, and how to go on: for the last line it prints."""
-    from centerloss import checkpoint as ckpt_io
-    from centerloss import runfolder
+    from centerloss.store import checkpoint as ckpt_io, runfolder
 
     from .render import plural
     done = len(ckpt_io.read_history(out))

@@ -4,11 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from centerloss.config import Config
-from centerloss.train import train
-
 from idxdata import make_dataset
+
+from centerloss.config.config import Config
+from centerloss.train.loop import train
 
 
 @pytest.fixture(scope="session")

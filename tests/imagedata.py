@@ -4,9 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from idxdata import easy_images
+from PIL import Image
 
 
 def class_image(k: int, rng: np.random.Generator, size: int = 16, rgb: bool = True) -> np.ndarray:
@@ -63,8 +62,8 @@ def write_png_gray(path: Path, value: int, size: int = 8) -> Path:
 
 def train_folder_run(root: Path) -> tuple[Path, Path]:
     """(image folder, run folder) of seed-net training on 4 classes of 16x16 RGB images."""
-    from centerloss.config import Config
-    from centerloss.train import train
+    from centerloss.config.config import Config
+    from centerloss.train.loop import train
     data = make_folder(root / "images", classes=4, per_class=20, size=16)
     cfg = Config(model="seed", dataset="folder", data_dir=str(data), image_size=16, feature_dim=8, epochs=3,
                  batch_size=16, lr=0.05, device="cpu", workers=0, snapshot_train=0, augment=1)

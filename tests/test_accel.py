@@ -7,13 +7,14 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from centerloss import accel
-from centerloss import checkpoint as ckpt_io
-from centerloss import datasets as data_mod
-from centerloss.config import Config
-from centerloss.models import build_model
-from centerloss.runtime import Runtime, infer
-from centerloss.train import Callbacks, make_optimizer, train
+from centerloss.config.config import Config
+from centerloss.data.types import Split
+from centerloss.device import accel
+from centerloss.device.runtime import Runtime
+from centerloss.evaluation.inference import infer
+from centerloss.model.nets import build_model
+from centerloss.store import checkpoint as ckpt_io
+from centerloss.train.loop import Callbacks, make_optimizer, train
 from cli.main import app
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -75,7 +76,7 @@ def test_training_is_deterministic_and_inference_autotunes(tiny_data, tmp_path):
             return flat[:, :2], flat[:, :10]
 
     seen.clear()
-    split = data_mod.Split(torch.zeros(3, 28, 28, dtype=torch.uint8), torch.zeros(3, dtype=torch.long))
+    split = Split(torch.zeros(3, 28, 28, dtype=torch.uint8), torch.zeros(3, dtype=torch.long))
     infer(FlagModel(), split, 0.0, 1.0, Runtime(torch.device("cpu"), "fp32"))
     assert seen == [(True, False)]
 
@@ -89,7 +90,7 @@ def test_cpu_inference_batch_follows_the_thread_count():
             flat = x.flatten(1)
             return flat[:, :2], flat[:, :10]
 
-    split = data_mod.Split(torch.zeros(600, 28, 28, dtype=torch.uint8), torch.zeros(600, dtype=torch.long))
+    split = Split(torch.zeros(600, 28, 28, dtype=torch.uint8), torch.zeros(600, dtype=torch.long))
     cpu = torch.device("cpu")
     threads = torch.get_num_threads()
     try:

@@ -2,8 +2,11 @@ import pytest
 import torch
 
 from centerloss import build_model
-from centerloss import checkpoint as ckpt_io
-from centerloss.config import Config
+from centerloss.config.config import Config
+from centerloss.errors import CheckpointError
+from centerloss.model.build import build_from_checkpoint
+from centerloss.store import checkpoint as ckpt_io
+from centerloss.store.runfolder import epoch_name
 
 
 def make_ckpt(model_name="seed", dim=2):
@@ -23,7 +26,7 @@ def test_round_trip_keeps_weights_centers_and_metadata(tmp_path):
     assert back.config == ckpt.config
     assert back.metrics == {"test_accuracy": 0.5}
     assert torch.equal(back.centers, ckpt.centers)
-    rebuilt = ckpt_io.build_from_checkpoint(back, path)
+    rebuilt = build_from_checkpoint(back, path)
     x = torch.randn(3, 1, 28, 28)
     model.eval(), rebuilt.eval()
     torch.testing.assert_close(rebuilt(x)[0], model(x)[0], rtol=0, atol=0)
@@ -36,28 +39,28 @@ def test_other_architecture_is_refused_clearly(tmp_path):
     ckpt.centers = torch.zeros(10, 3)
     path = tmp_path / "m.safetensors"
     ckpt_io.save_checkpoint(path, ckpt)
-    with pytest.raises(ckpt_io.CheckpointError, match="feature dim 3"):
-        ckpt_io.build_from_checkpoint(ckpt_io.load_checkpoint(path), path)
+    with pytest.raises(CheckpointError, match="feature dim 3"):
+        build_from_checkpoint(ckpt_io.load_checkpoint(path), path)
 
 
 def test_not_a_safetensors_file(tmp_path):
     path = tmp_path / "junk.safetensors"
     path.write_bytes(b"\x00" * 100)
-    with pytest.raises(ckpt_io.CheckpointError, match="junk.safetensors"):
+    with pytest.raises(CheckpointError, match="junk.safetensors"):
         ckpt_io.load_checkpoint(path)
 
 
 def test_missing_epoch_lists_the_epochs_present(tmp_path):
     _, ckpt = make_ckpt()
     for e in (1, 2):
-        ckpt_io.save_checkpoint(tmp_path / "epochs" / ckpt_io.epoch_name(e), ckpt)
-    with pytest.raises(ckpt_io.CheckpointError, match="epochs present: 1, 2"):
+        ckpt_io.save_checkpoint(tmp_path / "epochs" / epoch_name(e), ckpt)
+    with pytest.raises(CheckpointError, match="epochs present: 1, 2"):
         ckpt_io.resolve(tmp_path, epoch=5)
 
 
 def test_a_run_without_a_model_says_how_to_make_one(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ckpt_io.CheckpointError, match="no trained model.*cl train --out"):
+    with pytest.raises(CheckpointError, match="no trained model.*cl train --out"):
         ckpt_io.resolve(tmp_path / "empty")
-    with pytest.raises(ckpt_io.CheckpointError, match="nowhere: no such run folder; pass --run"):
+    with pytest.raises(CheckpointError, match="nowhere: no such run folder; pass --run"):
         ckpt_io.resolve(tmp_path / "nowhere")

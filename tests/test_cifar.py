@@ -4,15 +4,15 @@ import tarfile
 
 import pytest
 import torch
-
-from centerloss import checkpoint as ckpt_io
-from centerloss import cifar
-from centerloss.config import Config
-from centerloss.errors import DataError
-from centerloss.datasets import open_dataset
-from centerloss.evaluate import evaluate_checkpoint
-from centerloss.train import train
 from imagedata import make_cifar_bin
+
+from centerloss.config.config import Config
+from centerloss.data import cifar
+from centerloss.data.registry import open_dataset
+from centerloss.errors import DataError
+from centerloss.evaluation.evaluate import evaluate_checkpoint
+from centerloss.store import checkpoint as ckpt_io
+from centerloss.train.loop import train
 
 
 def test_binary_batches_load_channels_last_with_their_classes(tmp_path):

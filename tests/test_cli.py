@@ -3,7 +3,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from centerloss import checkpoint as ckpt_io
+from centerloss.store import checkpoint as ckpt_io
 from cli.main import app
 
 runner = CliRunner()
@@ -59,7 +59,7 @@ def test_existing_run_is_not_overwritten_without_asking(easy_data, tmp_path):
 
 
 def test_train_says_when_it_raised_the_default_epochs(easy_data, tmp_path, monkeypatch):
-    from centerloss import recipe
+    from centerloss.config import recipe
     monkeypatch.setattr(recipe, "DEFAULT_EPOCHS", 1)
     monkeypatch.setattr(recipe, "MIN_STEPS", 6)        # 600 images in batches of 200: 3 an epoch
     out = tmp_path / "run"

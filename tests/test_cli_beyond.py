@@ -3,11 +3,12 @@ one-line errors."""
 import json
 
 import pytest
+from imagedata import make_folder, train_folder_run
 from typer.testing import CliRunner
 
-from centerloss import checkpoint as ckpt_io
+from centerloss.model.build import build_from_checkpoint
+from centerloss.store import checkpoint as ckpt_io
 from cli.main import app
-from imagedata import make_folder, train_folder_run
 
 runner = CliRunner()
 
@@ -89,9 +90,10 @@ def test_embed_rgb_images_with_a_folder_model_matches_its_own_forward_pass(run, 
     import torch
     from safetensors.torch import load_file
 
-    from centerloss import datasets as data_mod
-    from centerloss.folder import decode
-    from centerloss.runtime import Runtime, infer
+    from centerloss.data.folder import decode
+    from centerloss.data.types import Split
+    from centerloss.device.runtime import Runtime
+    from centerloss.evaluation.inference import infer
     images, run_dir = run
     files = sorted((images / "class_1").glob("*.png"))[:5]
     out = tmp_path / "e.safetensors"
@@ -101,9 +103,9 @@ def test_embed_rgb_images_with_a_folder_model_matches_its_own_forward_pass(run, 
     got = load_file(str(out))
     ckpt = ckpt_io.load_checkpoint(run_dir / "model.safetensors")
     assert ckpt.input_shape == [3, 16, 16]
-    model = ckpt_io.build_from_checkpoint(ckpt).eval()
+    model = build_from_checkpoint(ckpt).eval()
     pixels = torch.from_numpy(np.stack([decode(f, 16, 3) for f in files]))
-    split = data_mod.Split(pixels, torch.zeros(len(files), dtype=torch.long))
+    split = Split(pixels, torch.zeros(len(files), dtype=torch.long))
     features, _ = infer(model, split, ckpt.normalization["mean"], ckpt.normalization["std"],
                         Runtime(torch.device("cpu"), "fp32"))
     torch.testing.assert_close(got["features"], features)

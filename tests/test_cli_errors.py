@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from clicheck import assert_one_line_error
 from safetensors.torch import save as st_save
+from tinyrun import cli_flags, make_data, tiny_config
 from typer.testing import CliRunner
 
-from centerloss import checkpoint as ckpt_io
-from centerloss.train import train
+from centerloss.store import checkpoint as ckpt_io
+from centerloss.train.loop import train
 from cli.main import app
-from tinyrun import cli_flags, make_data, tiny_config
-from clicheck import assert_one_line_error
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tinyrun import cli_flags, make_data, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +109,7 @@ def test_a_pipe_shows_no_view_and_live_says_why(flags, tmp_path):
 
 def test_live_with_quiet_or_json_is_a_usage_error(tmp_path):
     from typer.testing import CliRunner
+
     from cli.main import app
     for flag in ("--quiet", "--json"):
         result = CliRunner().invoke(app, ["train", "--live", flag, "--out", str(tmp_path / "r")])

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from centerloss import cpu
 from idxdata import make_dataset
 from tinyrun import cli_flags, tiny_config
+
+from centerloss.device import cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 OMP = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
@@ -19,7 +19,7 @@ OMP = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
 PROBE = """
 import os, sys
 from pathlib import Path
-from centerloss import cpu
+from centerloss.device import cpu
 cpu.prepare(Path(sys.argv[1]))
 import torch
 print(os.environ.get("OMP_WAIT_POLICY"), os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads())

@@ -3,11 +3,10 @@ import shutil
 
 import pytest
 import torch
-
-from centerloss import batches as batch_mod
-from centerloss import errors as errors_mod
-from centerloss import idx as idx_mod
 from idxdata import make_dataset
+
+from centerloss import errors as errors_mod
+from centerloss.data import batches as batch_mod, idx as idx_mod
 
 
 def test_load_reads_idx_files_into_uint8_tensors(easy_data):

@@ -1,8 +1,8 @@
 """Batches of 1- and 3-channel images: normalisation, translation, and the DDP shards."""
 import torch
 
-from centerloss import batches as batch_mod
-from centerloss.datasets import Split
+from centerloss.data import batches as batch_mod
+from centerloss.data.types import Split
 
 
 def rgb_split(n=10, h=6, w=5, seed=0):

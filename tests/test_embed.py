@@ -11,10 +11,10 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from centerloss import checkpoint as ckpt_io
-from centerloss import batches as batch_mod
-from centerloss import idx as idx_mod
-from centerloss.embed import EmbedError, embed_images, embed_split, read_image, write_embedding
+from centerloss.data import batches as batch_mod, idx as idx_mod
+from centerloss.export.embed import EmbedError, embed_images, embed_split, read_image, write_embedding
+from centerloss.model.build import build_from_checkpoint
+from centerloss.store import checkpoint as ckpt_io
 from cli.main import app
 
 runner = CliRunner()
@@ -27,7 +27,7 @@ def cl(*args):
 def forward(checkpoint, images_u8: torch.Tensor):
     """Features and logits by hand: the model of the checkpoint on normalised uint8 images."""
     ckpt = ckpt_io.load_checkpoint(checkpoint)
-    model = ckpt_io.build_from_checkpoint(ckpt).eval()
+    model = build_from_checkpoint(ckpt).eval()
     spec = idx_mod.DATASETS[ckpt.config.dataset]
     with torch.no_grad():
         return model(batch_mod.normalize(images_u8, spec.mean, spec.std))

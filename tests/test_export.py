@@ -3,17 +3,17 @@ import json
 
 import numpy as np
 import onnx
-import onnxruntime as ort   # the `test` extra
+import onnxruntime as ort  # the `test` extra
 import pytest
 import torch
-
-from centerloss import checkpoint as ckpt_io
-from centerloss.batches import normalize
-from centerloss.train import train
-from cli.main import app
 from conftest import tiny_config
 from typer.testing import CliRunner
 
+from centerloss.data.batches import normalize
+from centerloss.model.build import build_from_checkpoint
+from centerloss.store import checkpoint as ckpt_io
+from centerloss.train.loop import train
+from cli.main import app
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def arcface_run(idx_root, tmp_path_factory):
 
 def check_matches(run, onnx_path):
     ckpt = ckpt_io.load_checkpoint(run / "model.safetensors")
-    model = ckpt_io.build_from_checkpoint(ckpt).eval()
+    model = build_from_checkpoint(ckpt).eval()
     images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)   # 5: not the traced batch of 2
     with torch.no_grad():
         features, logits = model(normalize(images, ckpt.normalization["mean"], ckpt.normalization["std"]))

@@ -2,14 +2,14 @@
 import numpy as np
 import pytest
 import torch
+from imagedata import make_folder, write_png_gray
 from PIL import Image
 
-from centerloss import folder
-from centerloss.batches import eval_batches, train_batches
-from centerloss.datasets import Split
+from centerloss.data import folder
+from centerloss.data.batches import eval_batches, train_batches
+from centerloss.data.registry import open_dataset
+from centerloss.data.types import Split
 from centerloss.errors import DataError
-from centerloss.datasets import open_dataset
-from imagedata import make_folder, write_png_gray
 
 
 def test_classes_are_the_subfolders_and_a_tenth_of_each_is_held_out(tmp_path):

@@ -7,15 +7,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from centerloss import checkpoint as ckpt_io
-from centerloss.config import Config
-from centerloss.errors import Interrupted
-from centerloss.guard import CHECK_EVERY, Guard
-from centerloss.recipe import MIN_WARMUP_STEPS, Schedule, peak_lr, warmup_steps
-from centerloss.train import Callbacks, train
 from test_reliability import SignalAt, assert_same_run
 from tinyrun import make_data, tiny_config
+
+from centerloss.config.config import Config
+from centerloss.config.recipe import MIN_WARMUP_STEPS, Schedule, peak_lr, warmup_steps
+from centerloss.errors import Interrupted
+from centerloss.store import checkpoint as ckpt_io
+from centerloss.train.guard import CHECK_EVERY, Guard
+from centerloss.train.loop import Callbacks, train
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def wrecked(monkeypatch):
     """Makes the update of the n-th step throw the class directions far out, after that step's own
     loss was computed: the loss it reports is normal and every weight stays finite, but the next
     loss is far above the recent level. Counts the steps that ran."""
-    from centerloss import train as train_mod
+    from centerloss.train import loop as train_mod
     real, calls = train_mod.train_step, []
 
     def train_step(step, x, y, lr, scale=1.0):
@@ -214,7 +214,9 @@ def test_lr_follows_the_batch_size_and_warmup_the_run_length():
 
 def test_the_cli_says_so_in_one_line(data, tmp_path, poisoned):
     import io
+
     from rich.console import Console
+
     from cli.render import TrainReporter
     buffer = io.StringIO()
     train(tiny_config(data), tmp_path / "run",

@@ -4,11 +4,12 @@ import math
 import pytest
 import torch
 
-from centerloss import checkpoint as ckpt_io
-from centerloss.config import Config
-from centerloss.heads import AngularHead, check_head, training_loss
-from centerloss.models import build_model
-from centerloss.train import train
+from centerloss.config.config import Config
+from centerloss.config.heads import check_head
+from centerloss.model.heads import AngularHead, training_loss
+from centerloss.model.nets import build_model
+from centerloss.store import checkpoint as ckpt_io
+from centerloss.train.loop import train
 
 
 def head_at(angles_deg: list[float], head: str, margin: float, scale: float) -> AngularHead:

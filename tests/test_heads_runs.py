@@ -3,17 +3,19 @@ import json
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 from safetensors.torch import save as st_save
 from typer.testing import CliRunner
 
-from centerloss import checkpoint as ckpt_io
-from centerloss import plots, snapshots
-from centerloss import resume as resume_mod
-from centerloss.config import Config
-from centerloss.evaluate import evaluate_checkpoint
-from centerloss.train import train
+from centerloss import plots
+from centerloss.config.config import Config
+from centerloss.evaluation.evaluate import evaluate_checkpoint
+from centerloss.model.build import build_from_checkpoint
+from centerloss.plots import snapshots
+from centerloss.store import checkpoint as ckpt_io
+from centerloss.train import resume as resume_mod
+from centerloss.train.loop import train
 from cli.main import app
-from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def test_checkpoint_without_head_keys_loads_as_softmax(runs, tmp_path):
     old.write_bytes(st_save(tensors, metadata={**meta, "config": json.dumps(config)}))
     ckpt = ckpt_io.load_checkpoint(old)
     assert ckpt.config.head == "softmax"
-    ckpt_io.build_from_checkpoint(ckpt, old)      # the weights fit the softmax model
+    build_from_checkpoint(ckpt, old)      # the weights fit the softmax model
 
 
 def test_resume_refuses_another_head_or_margin(cos_run):

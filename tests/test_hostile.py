@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clicheck import assert_one_line_error
+from idxdata import make_dataset, write_idx_images, write_idx_labels
 from PIL import Image
 from safetensors.torch import save as st_save
-
-from centerloss import checkpoint as ckpt_io
-from centerloss import runfolder
-from centerloss.folder import decode
-from centerloss.train import train
-from idxdata import make_dataset, write_idx_images, write_idx_labels
 from test_cli_errors import fingerprint, invoke
 from tinyrun import cli_flags, make_data, tiny_config
-from clicheck import assert_one_line_error
+
+from centerloss.data.folder import decode
+from centerloss.store import checkpoint as ckpt_io, files as store_files, runfolder
+from centerloss.store.runfolder import epoch_name
+from centerloss.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,21 +171,21 @@ def test_a_second_train_on_a_locked_folder_is_refused(world, tmp_path):
 
 
 def test_a_full_disk_names_the_file_and_how_to_resume(world, tmp_path, monkeypatch):
-    real = ckpt_io._atomic_write
+    real = store_files._atomic_write
 
     def full_at_epoch_2(path, data):
         if path.name == "epoch_002.safetensors":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(path, data)
 
-    monkeypatch.setattr(ckpt_io, "_atomic_write", full_at_epoch_2)
+    monkeypatch.setattr(store_files, "_atomic_write", full_at_epoch_2)
     out = tmp_path / "run"
     result = invoke([*TRAIN, "--epochs", "2", "--data-dir", world["data"], "--out", out, "-q"])
     assert result.exit_code == 1
     line = result.stderr.strip()
     assert line.startswith("error: cannot write ") and "epoch_002.safetensors (No space left" in line
     assert f"holds 1 finished epoch; resume with: cl train --resume --out {out}" in line
-    monkeypatch.setattr(ckpt_io, "_atomic_write", real)
+    monkeypatch.setattr(store_files, "_atomic_write", real)
     assert invoke(["train", "--resume", "--out", out, "-q"]).exit_code == 0
 
 
@@ -235,17 +235,18 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
 
 
 def test_train_snapshot_is_the_final_model_on_fixed_images(world):
-    from centerloss import preflight
-    from centerloss.datasets import dataset_for
-    from centerloss.runtime import Runtime, infer, load_model
+    from centerloss.data.registry import dataset_for
+    from centerloss.data.sample import sample_split
+    from centerloss.device.runtime import Runtime
+    from centerloss.evaluation.inference import infer, load_model
     run = world["run"]
     for epoch in (1, 2):
-        tensors, _ = ckpt_io.read_tensors(run / "features" / ckpt_io.epoch_name(epoch))
+        tensors, _ = ckpt_io.read_tensors(run / "features" / epoch_name(epoch))
         runtime = Runtime.resolve("cpu", "fp32")
-        ckpt, model = load_model(run / "epochs" / ckpt_io.epoch_name(epoch), runtime)
+        ckpt, model = load_model(run / "epochs" / epoch_name(epoch), runtime)
         dev = runtime.device
         ds = dataset_for(ckpt.config, dev)
-        sample = preflight.sample_split(ds.train, 20)
+        sample = sample_split(ds.train, 20)
         features, _ = infer(model, sample, ds.mean, ds.std, runtime)
         assert torch.allclose(tensors["train_features"], features, atol=1e-5)
         assert torch.equal(tensors["train_labels"], sample.labels)
@@ -278,7 +279,7 @@ def test_auto_invert_inverts_only_light_backgrounds(world, tmp_path):
 
 
 def test_ctrl_c_while_the_data_loads_says_nothing_was_written(world, tmp_path, monkeypatch):
-    import centerloss.train as train_mod
+    import centerloss.train.loop as train_mod
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

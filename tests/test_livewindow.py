@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tinyrun import cli_flags, make_data, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]

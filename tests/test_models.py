@@ -33,7 +33,7 @@ def test_feature_layer_ends_in_prelu_so_2d_features_are_not_trapped_in_a_quadran
 def test_prelu_training_pass_matches_aten_in_values_and_gradients(shape, channels):
     from torch import nn
 
-    from centerloss.models import PReLU
+    from centerloss.model.nets import PReLU
     torch.manual_seed(0)
     ours, aten = PReLU(channels), nn.PReLU(channels)
     with torch.no_grad():

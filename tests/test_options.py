@@ -4,14 +4,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from clicheck import assert_one_line_error
 from typer.testing import CliRunner
 
-from centerloss import options
-from centerloss import recipe
-from centerloss.config import Config
+from centerloss.config import options, recipe
+from centerloss.config.config import Config
 from cli.main import app
-
-from clicheck import assert_one_line_error
 
 COMMANDS = ("train", "eval", "embed", "plot", "export")
 
@@ -81,14 +79,14 @@ def test_a_check_names_the_flag_and_what_it_takes():
 
 
 def test_dataset_choices_cover_the_loaders():
-    from centerloss.idx import DATASETS
+    from centerloss.data.idx import DATASETS
     assert set(DATASETS) <= set(options.DATASET_NAMES)
 
 
 def test_the_runtime_refuses_a_precision_it_cannot_honour():
     import torch
 
-    from centerloss.runtime import Runtime
+    from centerloss.device.runtime import Runtime
     with pytest.raises(options.OptionError, match="unknown precision 'fp16'"):
         Runtime.resolve("cpu", "fp16")
     fp32 = Runtime.resolve("cpu", "fp32")

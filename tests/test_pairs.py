@@ -1,16 +1,18 @@
 """Pairs files (plain and LFW's) and `evaluate_pairs` through a trained checkpoint."""
 import pytest
 import torch
-
-from centerloss import checkpoint as ckpt_io
-from centerloss.datasets import Split
-from centerloss.errors import DataError
-from centerloss.datasets import open_dataset
-from centerloss.folder import decode_all
-from centerloss.pairs import evaluate_pairs, normalization_of, read_pairs
-from centerloss.runtime import Runtime, infer
-from centerloss.verification import pair_scores, verify_scores
 from imagedata import train_folder_run, write_png_gray
+
+from centerloss.data.folder import decode_all
+from centerloss.data.registry import open_dataset
+from centerloss.data.types import Split
+from centerloss.device.runtime import Runtime
+from centerloss.errors import CheckpointError, DataError
+from centerloss.evaluation.inference import infer
+from centerloss.evaluation.pairs import evaluate_pairs, normalization_of, read_pairs
+from centerloss.evaluation.verification import pair_scores, verify_scores
+from centerloss.model.build import build_from_checkpoint
+from centerloss.store import checkpoint as ckpt_io
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def test_pairs_through_the_checkpoint_score_like_its_features(run, tmp_path):
     assert report["images"] == 20 and report["verification"]["pairs"] == 190
     # the same images decoded as the folder data set, through the same model, scored by hand
     ckpt = ckpt_io.load_checkpoint(run_dir / "model.safetensors")
-    model = ckpt_io.build_from_checkpoint(ckpt)
+    model = build_from_checkpoint(ckpt)
     split = Split(decode_all([str(f) for f in files], 16, 3, 0), torch.zeros(20, dtype=torch.int64))
     features, _ = infer(model, split, ds.mean, ds.std, Runtime(torch.device("cpu"), "fp32"))
     index = {f: i for i, f in enumerate(files)}
@@ -94,7 +96,7 @@ def test_old_checkpoints_fall_back_to_the_data_sets_statistics(run):
     ckpt.config.dataset = "fashion-mnist"
     assert normalization_of(ckpt) == ([0.2860], [0.3530])
     ckpt.config.dataset = "folder"
-    with pytest.raises(ckpt_io.CheckpointError, match="stores no input normalisation"):
+    with pytest.raises(CheckpointError, match="stores no input normalisation"):
         normalization_of(ckpt)
 
 
@@ -102,5 +104,5 @@ def test_bad_normalization_metadata_is_refused(run, tmp_path):
     tensors, meta = ckpt_io.read_tensors(run[1] / "model.safetensors")
     meta["normalization"] = '{"mean": [0.5], "std": [0.5]}'        # one channel for RGB input
     ckpt_io.save_tensors(tmp_path / "bad.safetensors", tensors, meta)
-    with pytest.raises(ckpt_io.CheckpointError, match="'normalization' must hold 3 means"):
+    with pytest.raises(CheckpointError, match="'normalization' must hold 3 means"):
         ckpt_io.load_checkpoint(tmp_path / "bad.safetensors")

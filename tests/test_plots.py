@@ -10,8 +10,9 @@ from matplotlib import _pylab_helpers
 from PIL import Image
 from typer.testing import CliRunner
 
-from centerloss import plots, snapshots
-from centerloss.checkpoint import read_history, read_tensors, save_tensors
+from centerloss import plots
+from centerloss.plots import snapshots
+from centerloss.store.checkpoint import read_history, read_tensors, save_tensors
 from cli.main import app
 
 runner = CliRunner()

@@ -18,6 +18,6 @@ def test_readme_has_python_blocks():
 def test_readme_python_block_runs(code, tmp_path, monkeypatch, runs):
     monkeypatch.chdir(tmp_path)          # whatever a block writes lands here
     if "model.onnx" in code:             # the block that runs an export: `cl export` it first
-        from centerloss.export import export_onnx
+        from centerloss.export.onnx import export_onnx
         export_onnx(runs["flat"] / "model.safetensors", tmp_path / "model.onnx")
-    exec(compile(code, f"README.md python block", "exec"), {"__name__": "readme"})
+    exec(compile(code, "README.md python block", "exec"), {"__name__": "readme"})

@@ -15,17 +15,18 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tinyrun import cli_flags, make_data, same_tensors, tiny_config, without_timings
 from typer.testing import CliRunner
 
-from centerloss import checkpoint as ckpt_io
-from centerloss import resume as resume_mod
-from centerloss import runfolder
-from centerloss.config import Config
-from centerloss.errors import DataError
-from centerloss.errors import Interrupted, TrainError
-from centerloss.train import Callbacks, train
+from centerloss.config.config import Config
+from centerloss.errors import CheckpointError, DataError, Interrupted, TrainError
+from centerloss.model.build import build_from_checkpoint
+from centerloss.store import checkpoint as ckpt_io, runfolder
+from centerloss.store.files import atomic_write
+from centerloss.store.runfolder import available_epochs, epoch_name
+from centerloss.train import resume as resume_mod
+from centerloss.train.loop import Callbacks, train
 from cli.main import app
-from tinyrun import cli_flags, make_data, same_tensors, tiny_config, without_timings
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_TIMEOUT_S = 300    # generous: importing torch alone can take 20 s on a loaded runner
@@ -48,11 +49,11 @@ def assert_same_run(a: Path, b: Path) -> None:
     """Same final weights, centers, optimizer state, snapshots and history, bit for bit."""
     assert same_tensors(a / "model.safetensors", b / "model.safetensors")
     assert same_tensors(a / "resume.safetensors", b / "resume.safetensors")
-    for epoch in ckpt_io.available_epochs(a):
-        name = ckpt_io.epoch_name(epoch)
+    for epoch in available_epochs(a):
+        name = epoch_name(epoch)
         assert same_tensors(a / "epochs" / name, b / "epochs" / name)
         assert same_tensors(a / "features" / name, b / "features" / name)
-    assert ckpt_io.available_epochs(a) == ckpt_io.available_epochs(b)
+    assert available_epochs(a) == available_epochs(b)
     assert without_timings(ckpt_io.read_history(a)) == without_timings(ckpt_io.read_history(b))
 
 
@@ -133,8 +134,8 @@ def test_nan_stops_and_keeps_the_last_good_epoch(data, tmp_path, monkeypatch):
     monkeypatch.setattr(F, "cross_entropy", cross_entropy)
     with pytest.raises(TrainError, match="epoch 2: the loss diverged 4 times in a row .* Epochs before 2 are saved"):
         train(tiny_config(data), out, PoisonAfterEpoch1())
-    assert ckpt_io.available_epochs(out) == [1]
-    assert ckpt_io.available_epochs(out, "features") == [1]
+    assert available_epochs(out) == [1]
+    assert available_epochs(out, "features") == [1]
     assert [r["epoch"] for r in ckpt_io.read_history(out)] == [1]
     ckpt = ckpt_io.load_checkpoint(out / "model.safetensors")
     assert ckpt.epoch == 1 and torch.isfinite(ckpt.centers).all()
@@ -154,8 +155,8 @@ def test_overwrite_removes_the_old_run_and_nothing_else(data, tmp_path):
     with pytest.raises(TrainError, match="already holds a run"):
         train(tiny_config(data, epochs=1), out)
     train(tiny_config(data, epochs=1), out, overwrite=True)
-    assert ckpt_io.available_epochs(out) == [1]
-    assert ckpt_io.available_epochs(out, "features") == [1]
+    assert available_epochs(out) == [1]
+    assert available_epochs(out, "features") == [1]
     assert len(ckpt_io.read_history(out)) == 1
     assert sorted(p.name for p in (out / "epochs").iterdir()) == ["epoch_001.safetensors",
                                                                   "my_epoch_999.safetensors"]
@@ -179,14 +180,14 @@ def test_bad_data_with_overwrite_keeps_the_old_run(data, tmp_path):
 
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
     path = tmp_path / "model.safetensors"
-    ckpt_io.atomic_write(path, b"old")
+    atomic_write(path, b"old")
 
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError):
-        ckpt_io.atomic_write(path, b"new")
+        atomic_write(path, b"new")
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]   # no temp left
 
@@ -205,7 +206,7 @@ def test_resume_config_keeps_the_run_meaning():
 
 
 def test_library_resume_refuses_a_config_that_changes_the_run(data, reference):
-    with pytest.raises(ckpt_io.CheckpointError, match="trained with lam=0.1, not 0.3"):
+    with pytest.raises(CheckpointError, match="trained with lam=0.1, not 0.3"):
         resume_mod.load_state(reference, tiny_config(data, lam=0.3))
 
 
@@ -223,7 +224,7 @@ def test_resume_state_is_checked(data, reference, tmp_path):
     }
     for name, (metadata, state, reason) in cases.items():
         ckpt_io.save_tensors(out / "resume.safetensors", state, metadata)
-        with pytest.raises(ckpt_io.CheckpointError, match=reason):
+        with pytest.raises(CheckpointError, match=reason):
             train(cfg, out, resume=True)
 
 
@@ -310,9 +311,9 @@ def test_kill_9_keeps_every_completed_epoch_then_resume(data, reference, tmp_pat
     done = [r["epoch"] for r in ckpt_io.read_history(out)]
     assert done and done == list(range(1, len(done) + 1))
     for epoch in done:                     # every epoch the history lists is whole and loadable
-        name = ckpt_io.epoch_name(epoch)
+        name = epoch_name(epoch)
         ckpt = ckpt_io.load_checkpoint(out / "epochs" / name)
-        ckpt_io.build_from_checkpoint(ckpt)
+        build_from_checkpoint(ckpt)
         assert ckpt_io.read_tensors(out / "features" / name)[0]["test_features"].shape == (32, 2)
     assert ckpt_io.load_checkpoint(out / "model.safetensors").epoch >= done[-1]
     train(cfg, out, resume=True)

@@ -2,9 +2,10 @@
 import torch
 from torch import nn
 
-from centerloss import checkpoint as ckpt_io
-from centerloss.config import Config
-from centerloss.models import ResNet18, build_model
+from centerloss.config.config import Config
+from centerloss.model.build import build_from_checkpoint
+from centerloss.model.nets import ResNet18, build_model
+from centerloss.store import checkpoint as ckpt_io
 
 
 def test_small_input_stem_embedding_and_bias_free_classifier():
@@ -32,5 +33,5 @@ def test_grayscale_and_a_checkpoint_round_trip(tmp_path):
     ckpt_io.save_checkpoint(tmp_path / "m.safetensors", ckpt)
     loaded = ckpt_io.load_checkpoint(tmp_path / "m.safetensors")
     assert loaded.normalization == {"mean": [0.5], "std": [0.25]}
-    rebuilt = ckpt_io.build_from_checkpoint(loaded).eval()
+    rebuilt = build_from_checkpoint(loaded).eval()
     torch.testing.assert_close(rebuilt(x)[0], model(x)[0])

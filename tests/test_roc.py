@@ -4,8 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
+from centerloss.evaluation.verification import roc
 from centerloss.plots.roc import roc_figure, save_roc
-from centerloss.verification import roc
 
 SCORES = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
 SAME = torch.tensor([1, 1, 0, 1, 0, 1, 0, 0], dtype=torch.bool)
@@ -43,9 +43,9 @@ def test_an_unknown_extension_is_refused(tmp_path):
 
 
 def test_snapshot_curves_give_one_curve_per_run_from_its_stored_features(runs):
-    from centerloss.checkpoint import read_tensors
+    from centerloss.evaluation.verification import verify_features
     from centerloss.plots.roc import snapshot_curves
-    from centerloss.verification import verify_features
+    from centerloss.store.checkpoint import read_tensors
     curves = snapshot_curves([runs["flat"], runs["wide"]], epoch=2)
     labels = list(curves)
     assert len(labels) == 2 and "λ = 0.1, epoch 2" in labels[0] and "λ = 0, epoch 2" in labels[1]

@@ -10,8 +10,10 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from centerloss import checkpoint as ckpt_io
-from centerloss.safeio import MAX_HEADER_BYTES, HeaderError, read_header
+from centerloss.errors import CheckpointError
+from centerloss.model.build import check_weights
+from centerloss.store import checkpoint as ckpt_io
+from centerloss.store.header import MAX_HEADER_BYTES, HeaderError, read_header
 
 
 def forge(path: Path, header: object, data: bytes = b"", length: int | None = None) -> Path:
@@ -77,7 +79,7 @@ def test_crafted_headers_get_a_one_line_reason(tmp_path, case, header, data, len
     with pytest.raises(HeaderError, match=reason) as info:
         read_header(path)
     assert "\n" not in str(info.value)
-    with pytest.raises(ckpt_io.CheckpointError) as info:   # the path every loader takes
+    with pytest.raises(CheckpointError) as info:   # the path every loader takes
         ckpt_io.read_tensors(path)
     assert str(info.value).startswith(f"{path}: not a valid safetensors file")
     assert "\n" not in str(info.value)
@@ -94,14 +96,14 @@ def test_a_truncated_checkpoint_is_refused(tmp_path):
     path = tmp_path / "t.safetensors"
     path.write_bytes(st_save({"w": torch.ones(100)}, metadata={"format": ckpt_io.FORMAT}))
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(ckpt_io.CheckpointError, match="truncated"):
+    with pytest.raises(CheckpointError, match="truncated"):
         ckpt_io.load_checkpoint(path)
 
 
 def test_forged_config_cannot_make_a_giant_model(tmp_path):
     """The weights in the file, not the config's numbers, bound what gets built."""
-    from centerloss.config import Config
+    from centerloss.config.config import Config
     cfg = Config(model="seed", feature_dim=1 << 30)      # a 2**30-wide feature layer: terabytes
     state = {"body.0.weight": torch.zeros(32, 1, 3, 3)}
-    with pytest.raises(ckpt_io.CheckpointError, match="weights do not match"):
-        ckpt_io.check_weights(cfg, 10, [1, 28, 28], state, tmp_path / "x")
+    with pytest.raises(CheckpointError, match="weights do not match"):
+        check_weights(cfg, 10, [1, 28, 28], state, tmp_path / "x")

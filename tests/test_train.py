@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
-from centerloss import checkpoint as ckpt_io
-from centerloss.config import Config
-from centerloss.train import Callbacks, Schedule, train
+from centerloss.config.config import Config
+from centerloss.store import checkpoint as ckpt_io
+from centerloss.store.runfolder import available_epochs
+from centerloss.train.loop import Callbacks, Schedule, train
 
 
 class Recorder(Callbacks):
@@ -28,8 +29,8 @@ def test_short_run_learns_and_clusters(easy_data, tmp_path):
     assert records[-1]["nearest_center_accuracy"] > 0.9
     assert records[-1]["test_accuracy"] > 0.5
     run = tmp_path / "run"
-    assert ckpt_io.available_epochs(run) == [1, 2, 3, 4]
-    assert ckpt_io.available_epochs(run, "features") == [1, 2, 3, 4]
+    assert available_epochs(run) == [1, 2, 3, 4]
+    assert available_epochs(run, "features") == [1, 2, 3, 4]
     history = ckpt_io.read_history(run)
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     tensors, meta = ckpt_io.read_tensors(run / "features" / "epoch_004.safetensors")
@@ -78,7 +79,7 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 
 def test_default_epochs_grow_until_the_run_takes_the_minimum_steps():
-    from centerloss import recipe
+    from centerloss.config import recipe
     assert recipe.epochs_for(Config(), 469) == recipe.DEFAULT_EPOCHS == 12   # the full MNIST
     assert recipe.epochs_for(Config(batch_size=4096), 15) == 47             # ceil(700 / 15)
     assert recipe.epochs_for(Config(), 32) == 22                            # 4,000 images
@@ -89,7 +90,7 @@ def test_default_epochs_grow_until_the_run_takes_the_minimum_steps():
 
 
 def test_a_run_with_default_epochs_writes_the_number_it_chose(easy_data, tmp_path, monkeypatch):
-    from centerloss import recipe
+    from centerloss.config import recipe
     monkeypatch.setattr(recipe, "DEFAULT_EPOCHS", 2)
     monkeypatch.setattr(recipe, "MIN_STEPS", 16)       # 600 images in batches of 200: 3 an epoch
     cfg = Config(model="seed", batch_size=200, data_dir=str(easy_data), snapshot_train=0)

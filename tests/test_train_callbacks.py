@@ -3,9 +3,9 @@ device, and on_evaluate comes before each epoch's evaluation is reported."""
 from __future__ import annotations
 
 import torch
-
-from centerloss.train import Callbacks, train
 from tinyrun import make_data, tiny_config
+
+from centerloss.train.loop import Callbacks, train
 
 
 class Recorder(Callbacks):

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from centerloss import verification as v
+from centerloss.evaluation import verification as v
 
 # Six pairs, scores from high to low: match, match, non-match, match, non-match, non-match.
 SCORES = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
-from centerloss import checkpoint as ckpt_io
-from centerloss.config import Config
 from idxdata import make_dataset
+
+from centerloss.config.config import Config
+from centerloss.store import checkpoint as ckpt_io
 
 TIMING_KEYS = ("train_seconds", "train_images_per_s", "eval_seconds")
 

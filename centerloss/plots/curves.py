@@ -7,10 +7,10 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from ..checkpoint import read_history
-from ..snapshots import PlotError, load_snapshot, snapshot_epochs
-from .features import MODEL_TITLES, dataset_title, head_title
-from .save import DPI
+from centerloss.plots.features import MODEL_TITLES, dataset_title, head_title
+from centerloss.plots.save import DPI
+from centerloss.plots.snapshots import PlotError, load_snapshot, snapshot_epochs
+from centerloss.store.checkpoint import read_history
 
 
 def run_config_of(run: Path | str):

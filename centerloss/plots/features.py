@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image
 
-from ..checkpoint import atomic_write
-from ..snapshots import Frame, PlotError, RunFrames, frame_limits
-from .save import DPI
+from centerloss.plots.save import DPI
+from centerloss.plots.snapshots import Frame, PlotError, RunFrames, frame_limits
+from centerloss.store.files import atomic_write
 
 EPOCH_SIZE = (8.0, 6.5)                         # inches: 800 x 650 pixels
 EPOCH_AXES = (0.1, 0.08, 0.6, 0.76)             # left, bottom, width, height in figure fractions

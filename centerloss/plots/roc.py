@@ -10,12 +10,12 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..checkpoint import read_tensors
-from ..options import OPTIONS
-from ..runfolder import snapshot_path
-from ..snapshots import PlotError, check_epoch, snapshot_epochs
-from ..verification import FARS, auc, verify_features
-from .save import save_figure
+from centerloss.config.options import OPTIONS
+from centerloss.evaluation.verification import FARS, auc, verify_features
+from centerloss.plots.save import save_figure
+from centerloss.plots.snapshots import PlotError, check_epoch, snapshot_epochs
+from centerloss.store.checkpoint import read_tensors
+from centerloss.store.runfolder import snapshot_path
 
 PAIRS = OPTIONS["--num-pairs"].default    # pairs drawn per run: as many as cl eval --verify draws
 Curve = tuple[torch.Tensor, torch.Tensor]     # (false accept rates, true accept rates)

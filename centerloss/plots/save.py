@@ -7,8 +7,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..checkpoint import atomic_write
-from ..errors import FigureFormatError
+from centerloss.errors import FigureFormatError
+from centerloss.store.files import atomic_write
 
 DPI = 100
 

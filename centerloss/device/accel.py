@@ -1,0 +1,81 @@
+"""Speed settings that depend on the device: cuDNN autotuning, the inference batch, the optimizer
+kernel, torch.compile. bench/variants.py measures each; README's Performance section has the figures.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from centerloss.errors import CompileError
+
+Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@contextmanager
+def cudnn_mode(autotune: bool) -> Iterator[None]:
+    """Set cuDNN's algorithm choice for the block, restoring the caller's settings after it.
+
+    Autotuning times every candidate kernel and keeps the fastest, so two runs may keep different
+    kernels that round differently. Training therefore runs without it and with deterministic
+    kernels only, so that --seed gives the same weights bit for bit; inference, whose output never
+    feeds back into the weights, autotunes. The flags are plain globals: harmless without CUDA."""
+    cudnn = torch.backends.cudnn
+    saved = cudnn.benchmark, cudnn.deterministic
+    cudnn.benchmark, cudnn.deterministic = autotune, not autotune
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved
+
+
+def inference_batch_size(device: torch.device) -> int:
+    """Images per forward pass in evaluation and embedding. A GPU wants large batches to stay busy.
+    A CPU is fastest on batches whose activations stay in its caches. On the 2-core AVX2 EPYC one
+    thread ran the seed net at 3,500 images/s in batches of 128 against 1,600 in 2,048. Two threads
+    once did better on 512, but only while OpenMP's threads spun between kernels (fewer, larger
+    kernels meant fewer waits); with the passive wait cl now sets (cpu.prepare), the 2-core Zen 5
+    EPYC ran LeNets++ in bf16 at 1,109 images/s in batches of 128 against 558 in 512, and the
+    seed net at 21,300 against 2,400 (bench/variants.py --infer, contended)."""
+    return 2048 if device.type != "cpu" else 128
+
+
+def fused_optimizer(device: torch.device) -> bool:
+    """Whether SGD should use its fused kernel: on CUDA one launch updates every parameter, where
+    the per-tensor Python loop would cost more than the update. On the CPU the step is under 1% of
+    a LeNets++ step (profiled), so the default implementation stays."""
+    return device.type == "cuda"
+
+
+def check_compile(device: torch.device) -> None:
+    """Raise CompileError unless torch.compile's backend can build kernels for the device: inductor
+    needs a C++ compiler for the CPU and Triton for CUDA. Checked up front, because otherwise the
+    failure surfaces as a long traceback at the first batch."""
+    if device.type == "cpu":
+        names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+        if not any(name and shutil.which(name) for name in names):
+            raise CompileError("--compile on the CPU needs a C++ compiler (g++ or clang++) on PATH; "
+                               "install one or train without --compile")
+    elif device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        raise CompileError("--compile on CUDA needs the triton package; install it or train "
+                           "without --compile")
+
+
+def compiled_forward(model: nn.Module, batch_size: int, device: torch.device) -> Forward:
+    """model's forward compiled for full training batches.
+
+    Any other batch size (an epoch's last, partial batch) runs the eager model: compiling for a
+    second shape would cost as much as the first compile (minutes on a CPU) for one batch an epoch.
+    The compiled and the eager model share their parameters, and the caller keeps saving `model`,
+    so checkpoints hold the usual parameter names."""
+    check_compile(device)
+    fast = torch.compile(model, dynamic=False)
+
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return fast(x) if x.shape[0] == batch_size else model(x)
+    return forward

@@ -1,0 +1,1 @@
+"""What leaves cl: feature files (cl embed) and ONNX models (cl export)."""

@@ -1,0 +1,137 @@
+"""LeNets++ (Wen et al. 2016, the MNIST net), the seed blog's lighter net, and ResNet-18.
+
+All return (features, logits): the features are the layer that center loss acts on."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from centerloss.config import Config
+from centerloss.model.heads import build_head
+
+
+class PReLU(nn.PReLU):
+    """nn.PReLU (same parameter, same checkpoints) whose bf16 training pass on the CPU is computed
+    as relu(x) - a * relu(-x), the same values: ATen's PReLU backward on bf16 channels_last CPU
+    tensors took 16% of a LeNets++ step (27 ms for 128 x 32 x 28 x 28 on the Zen 5 EPYC), about 4x
+    the composite's; with it the step ran 25% faster (302 vs 242 images/s). Without gradients the
+    composite is 10x slower than ATen's forward, and in fp32 it gains nothing, so those use ATen."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (x.dtype == torch.bfloat16 and x.device.type == "cpu" and torch.is_grad_enabled()):
+            return super().forward(x)
+        a = self.weight.to(x.dtype)
+        if a.numel() > 1:                        # one slope per channel, on dimension 1
+            a = a.view(1, -1, *([1] * (x.ndim - 2)))
+        return F.relu(x) - a * F.relu(-x)
+
+
+def _conv(cin: int, cout: int, k: int) -> list[nn.Module]:
+    # BatchNorm is our addition to the paper's conv + PReLU: it lets plain SGD at a high learning
+    # rate converge in a few epochs and leaves the feature layer, where center loss acts, untouched.
+    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), PReLU(cout)]
+
+
+class LeNetsPP(nn.Module):
+    """conv5x5 32,32 - pool - 64,64 - pool - 128,128 - pool - fc(feature_dim) + PReLU - fc(classes).
+
+    PReLU on the feature layer, not ReLU: ReLU would trap 2-D features in one quadrant.
+    The classifier has no bias, as in the paper, so the classes split the plane by angle."""
+
+    def __init__(self, num_classes: int = 10, feature_dim: int = 2, in_channels: int = 1,
+                 image_size: int = 28):
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv(in_channels, 32, 5), *_conv(32, 32, 5), nn.MaxPool2d(2),
+            *_conv(32, 64, 5), *_conv(64, 64, 5), nn.MaxPool2d(2),
+            *_conv(64, 128, 5), *_conv(128, 128, 5), nn.MaxPool2d(2),
+            nn.Flatten())
+        side = image_size // 8
+        self.feature = nn.Sequential(nn.Linear(128 * side * side, feature_dim), PReLU())
+        self.classifier = nn.Linear(feature_dim, num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.feature(self.body(x))
+        return features, self.classifier(features)
+
+
+class SeedNet(nn.Module):
+    """The seed blog's net: two 3x3 convs, then fc 256 - 128 - feature_dim - classes."""
+
+    def __init__(self, num_classes: int = 10, feature_dim: int = 2, in_channels: int = 1,
+                 image_size: int = 28):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * (image_size // 4) ** 2, 256), nn.ReLU(),
+            nn.Linear(256, 128), nn.ReLU())
+        self.feature = nn.Sequential(nn.Linear(128, feature_dim), PReLU())
+        self.classifier = nn.Linear(feature_dim, num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.feature(self.body(x))
+        return features, self.classifier(features)
+
+
+class ResNet18(nn.Module):
+    """torchvision's ResNet-18 (weights=None) for small images, with an embedding layer.
+
+    The ImageNet stem (7x7 stride-2 conv, then max-pooling) would shrink a 32x32 image to 8x8
+    before the first block; a 3x3 stride-1 conv and no pooling keep the four stages at 32, 16, 8
+    and 4 pixels, as ResNets for CIFAR do. Each block's last BatchNorm starts at zero, so a block
+    starts as the identity (Goyal et al. 2017): deep nets then train from the first step.
+
+    The embedding is Linear(512, feature_dim) + BatchNorm, not PReLU: BatchNorm fixes the scale
+    of every feature dimension, so center loss can only tighten classes relative to the spread
+    between them and cannot shrink the whole space towards zero, while the sign of a feature is
+    left free (verification compares them by angle or distance, never through a rectifier)."""
+
+    def __init__(self, num_classes: int = 10, feature_dim: int = 128, in_channels: int = 3,
+                 image_size: int = 32):
+        super().__init__()
+        from torchvision.models import resnet18  # imported here: it is slow and few runs need it
+        body = resnet18(weights=None, zero_init_residual=True)
+        body.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        body.maxpool = nn.Identity()
+        body.fc = nn.Identity()                   # the body ends at the 512-D pooled vector
+        self.body = body
+        self.feature = nn.Sequential(nn.Linear(512, feature_dim, bias=False), nn.BatchNorm1d(feature_dim))
+        self.classifier = nn.Linear(feature_dim, num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.feature(self.body(x))
+        return features, self.classifier(features)
+
+
+MODEL_CLASSES = {"lenetspp": LeNetsPP, "seed": SeedNet, "resnet18": ResNet18}
+
+
+def build_model(name: str, num_classes: int = 10, feature_dim: int = 2, in_channels: int = 1,
+                image_size: int = 28, head: str = "softmax", margin: float | None = None,
+                scale: float | None = None) -> nn.Module:
+    """The named net; a margin head (heads.py) replaces its Linear classifier under the same name."""
+    if name not in MODEL_CLASSES:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_CLASSES)}")
+    model = MODEL_CLASSES[name](num_classes, feature_dim, in_channels, image_size)
+    if head != "softmax":
+        model.classifier = build_head(head, feature_dim, num_classes, margin, scale)
+        if isinstance(model.feature[-1], nn.PReLU):
+            # A margin head sees features only through their direction, and its gradient grows as
+            # 1 / ||x||: from the feature layer's first norms (about 0.02) the first steps threw
+            # every feature far out along one shared direction and training stalled there
+            # (measured: the seed net at chance on MNIST). BatchNorm instead of PReLU, the
+            # embedding of ArcFace's paper (FC + BN), takes away that shared offset and holds
+            # the norms near 1; ResNet-18's embedding is FC + BN already.
+            model.feature[-1] = nn.BatchNorm1d(feature_dim)
+    return model
+
+
+def build_model_for(cfg: Config, num_classes: int, input_shape: Sequence[int]) -> nn.Module:
+    """The model a run's config describes, for num_classes classes of [C, H, W] images."""
+    c, h, _ = input_shape
+    return build_model(cfg.model, num_classes, cfg.feature_dim, c, h, cfg.head, cfg.margin, cfg.scale)

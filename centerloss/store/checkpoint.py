@@ -1,0 +1,179 @@
+"""safetensors in and out, with metadata: checkpoints, feature snapshots and the history of a
+run (whose paths are runfolder.py's). Writes go through files.atomic_write; nothing is ever
+unpickled."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+
+from centerloss.config import Config
+from centerloss.errors import CheckpointError, HeaderError, MissingEpoch
+from centerloss.store.files import atomic_write
+from centerloss.store.header import read_header
+from centerloss.store.runfolder import available_epochs, checkpoint_path, history_path, model_path
+
+FORMAT = "cl-checkpoint/1"
+FEATURES_FORMAT = "cl-features/1"
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic_write(path, st_save(tensors, metadata=metadata))
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file, or a CheckpointError in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        read_header(path)      # our own checks first: a crafted file gets a reason, not a crash
+    except HeaderError as e:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from e
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from e
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from e
+    return tensors, metadata
+
+
+@dataclass
+class Checkpoint:
+    config: Config
+    epoch: int
+    classes: list[str]
+    model_state: dict[str, torch.Tensor]
+    centers: torch.Tensor
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    metrics: dict = field(default_factory=dict)
+    # per-channel {"mean": [...], "std": [...]} of the training data, to feed the model images from
+    # elsewhere (cl eval --pairs); empty in checkpoints written before cl stored it
+    normalization: dict = field(default_factory=dict)
+
+
+def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
+    tensors = {f"model.{k}": v for k, v in ckpt.model_state.items()}
+    tensors["centers"] = ckpt.centers
+    metadata = {
+        "format": FORMAT,
+        "config": ckpt.config.to_json(),
+        "epoch": str(ckpt.epoch),
+        "dataset": ckpt.config.dataset,
+        "classes": json.dumps(list(ckpt.classes)),
+        "input_shape": json.dumps(list(ckpt.input_shape)),
+        "metrics": json.dumps(ckpt.metrics),
+    }
+    if ckpt.normalization:
+        metadata["normalization"] = json.dumps(ckpt.normalization)
+    save_tensors(path, tensors, metadata)
+
+
+def _json(path: Path, metadata: dict[str, str], key: str):
+    if key not in metadata:
+        raise CheckpointError(f"{path}: metadata has no {key!r}; it was not written by cl train")
+    try:
+        return json.loads(metadata[key])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON ({e.msg})") from e
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    tensors, metadata = read_tensors(path)
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a cl checkpoint (metadata format is "
+                              f"{metadata.get('format')!r}, expected {FORMAT!r})")
+    try:
+        config = Config.from_json(metadata.get("config", ""))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad config metadata ({e})") from e
+    classes = _json(path, metadata, "classes")
+    input_shape = _json(path, metadata, "input_shape")
+    metrics = _json(path, metadata, "metrics")
+    try:
+        epoch = int(metadata.get("epoch", ""))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: metadata 'epoch' is not an integer") from e
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{path}: metadata 'classes' must be a non-empty list of names")
+    if not (isinstance(input_shape, list) and len(input_shape) == 3
+            and all(isinstance(v, int) and 0 < v <= 4096 for v in input_shape)):
+        raise CheckpointError(f"{path}: metadata 'input_shape' must be [channels, height, width]")
+    centers = tensors.pop("centers", None)
+    expected = (len(classes), config.feature_dim)
+    if centers is None or tuple(centers.shape) != expected or not centers.is_floating_point():
+        got = None if centers is None else tuple(centers.shape)
+        raise CheckpointError(f"{path}: 'centers' should be a float tensor of shape {expected}, got {got}")
+    normalization = _json(path, metadata, "normalization") if "normalization" in metadata else {}
+    if normalization and not _valid_normalization(normalization, input_shape[0]):
+        raise CheckpointError(f"{path}: metadata 'normalization' must hold {input_shape[0]} "
+                              f"means and {input_shape[0]} positive stds")
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    # NaN or infinite weights still run, and give exit 0 with made-up accuracies: refuse them
+    bad = [k for k, v in {**tensors, "centers": centers}.items()
+           if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CheckpointError(f"{path}: {bad[0]} holds NaN or infinite values ({len(bad)} "
+                              f"tensor(s) do), so the model cannot give meaningful results; "
+                              f"use an earlier epoch (--epoch) or train again")
+    return Checkpoint(config, epoch, classes, model_state, centers, input_shape,
+                      metrics if isinstance(metrics, dict) else {}, normalization)
+
+
+def _valid_normalization(norm, channels: int) -> bool:
+    if not (isinstance(norm, dict) and set(norm) == {"mean", "std"}):
+        return False
+    values = [norm["mean"], norm["std"]]
+    if not all(isinstance(v, list) and len(v) == channels for v in values):
+        return False
+    if not all(isinstance(x, (int, float)) and math.isfinite(x) for v in values for x in v):
+        return False
+    return all(x > 0 for x in norm["std"])
+
+
+def resolve(run: Path | str = "params", checkpoint: Path | str | None = None, epoch: int | None = None) -> Path:
+    """The checkpoint a command should read: an explicit file, an epoch of a run, or its latest."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    run = Path(run)
+    if epoch is None:
+        if not run.is_dir():
+            raise CheckpointError(f"{run}: no such run folder; pass --run with a folder `cl train` "
+                                  f"wrote (train one with: cl train --out {run}), or --checkpoint FILE")
+        if not model_path(run).is_file():
+            raise CheckpointError(f"{run} holds no trained model (no model.safetensors); train one "
+                                  f"with: cl train --out {run}, or pass --checkpoint FILE")
+        return model_path(run)
+    path = checkpoint_path(run, epoch)
+    if not path.is_file():
+        raise MissingEpoch(run, epoch, available_epochs(run))
+    return path
+
+
+def save_features(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    save_tensors(path, tensors, {"format": FEATURES_FORMAT, **metadata})
+
+
+def write_history(run: Path, records: list[dict]) -> None:
+    """history.jsonl rewritten whole (it is small) through atomic_write, so it is never half a line."""
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    atomic_write(history_path(run), text.encode())
+
+
+def read_history(run: Path | str) -> list[dict]:
+    path = history_path(run)
+    if not path.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from e
