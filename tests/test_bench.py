@@ -1,13 +1,10 @@
 """bench/bench.py runs end to end on tiny data and its figures are consistent (no timing thresholds)."""
 import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from idxdata import make_dataset  # noqa: E402
+from support.data import make_dataset
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
 

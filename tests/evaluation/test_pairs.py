@@ -1,7 +1,7 @@
 """Pairs files (plain and LFW's) and `evaluate_pairs` through a trained checkpoint."""
 import pytest
 import torch
-from imagedata import train_folder_run, write_png_gray
+from support.data import train_folder_run, write_png_gray
 
 from centerloss.data.folder import decode_all
 from centerloss.data.registry import open_dataset

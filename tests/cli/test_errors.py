@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from clicheck import assert_one_line_error
+from support.cli import assert_one_line_error
 from typer.testing import CliRunner
 
 from centerloss import errors

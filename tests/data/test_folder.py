@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 import torch
-from imagedata import make_folder, write_png_gray
 from PIL import Image
+from support.data import make_folder, write_png_gray
 
 from centerloss.data import folder
 from centerloss.data.batches import eval_batches, train_batches

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from support.runs import make_data, tiny_config
 from test_reliability import SignalAt, assert_same_run
-from tinyrun import make_data, tiny_config
 
 from centerloss.config.config import Config
 from centerloss.config.recipe import MIN_WARMUP_STEPS, Schedule, peak_lr, warmup_steps

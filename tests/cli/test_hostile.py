@@ -12,19 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clicheck import assert_one_line_error
-from idxdata import make_dataset, write_idx_images, write_idx_labels
 from PIL import Image
 from safetensors.torch import save as st_save
+from support.cli import assert_one_line_error
+from support.data import make_dataset, write_idx_images, write_idx_labels
+from support.runs import cli_flags, make_data, tiny_config
 from test_cli_errors import fingerprint, invoke
-from tinyrun import cli_flags, make_data, tiny_config
 
 from centerloss.data.folder import decode
 from centerloss.store import checkpoint as ckpt_io, files as store_files, runfolder
 from centerloss.store.runfolder import epoch_name
 from centerloss.train.loop import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def idx_set(root: Path, train_shape: tuple[int, int, int], test_shape: tuple[int, int, int],

@@ -6,7 +6,7 @@ import onnx
 import onnxruntime as ort  # the `test` extra
 import pytest
 import torch
-from conftest import tiny_config
+from support.runs import quick_config
 from typer.testing import CliRunner
 
 from centerloss.data.batches import normalize
@@ -19,7 +19,7 @@ from cli.main import app
 @pytest.fixture(scope="module")
 def arcface_run(idx_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "arc"
-    train(tiny_config(idx_root, epochs=1, head="arcface", margin=0.2, scale=16.0), out)
+    train(quick_config(idx_root, epochs=1, head="arcface", margin=0.2, scale=16.0), out)
     return out
 
 

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 import torch
-from idxdata import make_dataset
+from support.data import make_dataset
 
 from centerloss import errors as errors_mod
 from centerloss.data import batches as batch_mod, idx as idx_mod

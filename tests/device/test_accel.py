@@ -1,9 +1,9 @@
 """Device speed settings: cuDNN modes, --compile, and the CUDA path's promises (no host sync)."""
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from support.data import make_dataset
 from torch import nn
 from typer.testing import CliRunner
 
@@ -16,9 +16,6 @@ from centerloss.model.nets import build_model
 from centerloss.store import checkpoint as ckpt_io
 from centerloss.train.loop import Callbacks, make_optimizer, train
 from cli.main import app
-
-sys.path.insert(0, str(Path(__file__).parent))
-from idxdata import make_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import tarfile
 
 import pytest
 import torch
-from imagedata import make_cifar_bin
+from support.data import make_cifar_bin
 
 from centerloss.config.config import Config
 from centerloss.data import cifar

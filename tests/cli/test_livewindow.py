@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tinyrun import cli_flags, make_data, tiny_config
+from support.runs import cli_flags, make_data, tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

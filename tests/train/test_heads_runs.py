@@ -3,8 +3,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_config
 from safetensors.torch import save as st_save
+from support.runs import quick_config
 from typer.testing import CliRunner
 
 from centerloss import plots
@@ -21,7 +21,7 @@ from cli.main import app
 @pytest.fixture(scope="module")
 def cos_run(idx_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("heads") / "cos"
-    train(tiny_config(idx_root, head="cosface", margin=0.1, scale=16.0, lam=0.1), out)
+    train(quick_config(idx_root, head="cosface", margin=0.1, scale=16.0, lam=0.1), out)
     return out
 
 

@@ -3,7 +3,7 @@ one-line errors."""
 import json
 
 import pytest
-from imagedata import make_folder, train_folder_run
+from support.data import make_folder, train_folder_run
 from typer.testing import CliRunner
 
 from centerloss.model.build import build_from_checkpoint

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from clicheck import assert_one_line_error
 from safetensors.torch import save as st_save
-from tinyrun import cli_flags, make_data, tiny_config
+from support.cli import assert_one_line_error
+from support.runs import cli_flags, make_data, tiny_config
 from typer.testing import CliRunner
 
 from centerloss.store import checkpoint as ckpt_io

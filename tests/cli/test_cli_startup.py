@@ -13,7 +13,7 @@ import centerloss
 from cli.main import app
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Runs `cl ARGS` as the console script does, then says on stderr which heavy modules were loaded.
 PROBE = """

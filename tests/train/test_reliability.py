@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tinyrun import cli_flags, make_data, same_tensors, tiny_config, without_timings
+from support.runs import cli_flags, make_data, same_tensors, tiny_config, without_timings
 from typer.testing import CliRunner
 
 from centerloss.config.config import Config
@@ -28,7 +28,7 @@ from centerloss.train import resume as resume_mod
 from centerloss.train.loop import Callbacks, train
 from cli.main import app
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SUBPROCESS_TIMEOUT_S = 300    # generous: importing torch alone can take 20 s on a loaded runner
 
 

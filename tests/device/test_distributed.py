@@ -11,15 +11,15 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from idxdata import make_dataset
 from safetensors.torch import load_file, save_file
+from support.data import make_dataset
 
 from centerloss.config.config import Config
 from centerloss.model.center_loss import CenterLoss
 from centerloss.store import checkpoint as ckpt_io
 from centerloss.train.loop import train
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CLASSES, DIM, STEPS, BATCH = 5, 3, 3, 11
 
 

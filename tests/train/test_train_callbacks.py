@@ -3,7 +3,7 @@ device, and on_evaluate comes before each epoch's evaluation is reported."""
 from __future__ import annotations
 
 import torch
-from tinyrun import make_data, tiny_config
+from support.runs import make_data, tiny_config
 
 from centerloss.train.loop import Callbacks, train
 

@@ -1,16 +1,19 @@
-"""A tiny, fast training setup shared by the reliability tests: 48 generated training images in
-batches of 16 (3 batches an epoch), the seed net, fp32 on the CPU so runs are bit-reproducible."""
+"""Tiny, fast training runs: the seed net, fp32 on the CPU so runs are bit-reproducible.
+
+tiny_config alone is 48 generated training images in batches of 16 (3 batches an epoch, 3
+epochs); QUICK is 2 epochs of 2 batches of 100 at a fixed rate, for the session's shared runs."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from idxdata import make_dataset
 
 from centerloss.config.config import Config
 from centerloss.store import checkpoint as ckpt_io
+from support.data import make_dataset
 
 TIMING_KEYS = ("train_seconds", "train_images_per_s", "eval_seconds")
+QUICK = dict(epochs=2, batch_size=100, lr=0.05, augment=0, snapshot_train=150)
 
 
 def make_data(root: Path) -> Path:
@@ -22,6 +25,11 @@ def tiny_config(data_root: Path, **overrides) -> Config:
                     device="cpu", precision="fp32", seed=0)
     settings.update(overrides)
     return Config(**settings)
+
+
+def quick_config(data_root: Path, **overrides) -> Config:
+    """tiny_config with QUICK's settings: 2 epochs of 2 batches on the session's 200 images."""
+    return tiny_config(data_root, **{**QUICK, **overrides})
 
 
 def cli_flags(cfg: Config) -> list[str]:

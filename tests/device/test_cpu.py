@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from idxdata import make_dataset
-from tinyrun import cli_flags, tiny_config
+from support.data import make_dataset
+from support.runs import cli_flags, tiny_config
 
 from centerloss.device import cpu
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OMP = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
 
 # A fresh interpreter: prepare(), then torch, then what torch and the environment say.

@@ -1,0 +1,1 @@
+"""What the tests share: generated data, tiny runs, the one-line-error check."""
