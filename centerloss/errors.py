@@ -22,6 +22,11 @@ class OptionError(ClError, ValueError):
     exit_code = 2
 
 
+class PathError(ClError):
+    """A path cannot be used as given (missing, a link where cl wants a file, a part of it a
+    file, no permission, too large to read); the message names the path and why."""
+
+
 class TrainError(ClError):
     """Training cannot start or go on; the message says why and what to do."""
 

@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 # errors, not checkpoint/data/train: those import torch, and `cl --help` must answer without it
 from centerloss.errors import ClError
+from centerloss.store.files import path_error
 
 from .streams import StdoutGone
 
@@ -19,9 +20,12 @@ try:  # typer vendors click since 0.2x; an older typer raises click's own except
 except ImportError:
     from click.exceptions import ClickException, UsageError
 
+# Everything cl prints goes through these two. Text from users and data sets (class and file
+# names, paths) is printed as it is: no markup, no emoji codes, no highlighting is read into it.
 # A log file or pipe has no width: 120 columns keep tables (ten classes of confusion) unwrapped.
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(markup=False, emoji=False, highlight=False, soft_wrap=True,
+                  width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 # What anything else that escapes a command is: a bug, shown with its traceback and this line.
 REPORT = ("error: this is a bug in cl, not a problem with what you gave it; please report it "
@@ -61,7 +65,10 @@ class OneLineErrors(TyperGroup):
             message = " ".join(e.format_message().split()).rstrip(".")
             err_console.print(f"error: {where}: {message}{hint}", markup=False)
             sys.exit(e.exit_code)
-        except typer.Abort:
+        except typer.Abort as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):   # Ctrl-C; training says more itself
+                err_console.print("error: interrupted (Ctrl-C); no output was written", markup=False)
+                sys.exit(130)
             err_console.print("error: aborted", markup=False)
             sys.exit(1)
         except ClError as e:           # what a user can cause and fix: one line, no traceback
@@ -69,6 +76,13 @@ class OneLineErrors(TyperGroup):
             sys.exit(e.exit_code)
         except StdoutGone:             # the terminal, not cl: main() says it in one line
             raise
+        except OSError as e:
+            if e.filename is None:     # not about a path: a bug like any other
+                traceback.print_exc()
+                err_console.print(REPORT, markup=False)
+                sys.exit(1)
+            say_error(str(path_error(e)))   # a path the user gave: one line naming it
+            sys.exit(1)
         except Exception:              # a bug: the traceback, for the report it asks for
             traceback.print_exc()
             err_console.print(REPORT, markup=False)

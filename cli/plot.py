@@ -46,6 +46,7 @@ def plot(
     to the class directions; --raw draws the features as learned."""
     from centerloss import plots
     from centerloss.plots import snapshots
+    from centerloss.store.files import check_output
     from centerloss.store.runfolder import plot_path
     modes = [name for name, on in (("--gif", gif), ("--curves", curves), ("--compare", compare),
                                                  ("--roc", roc)) if on]
@@ -59,8 +60,11 @@ def plot(
         fail("--compare needs the run folders as arguments: cl plot --compare RUN_A RUN_B", 2)
     check_all(metric=metric, fps=fps, epoch=epoch, split=split)
     try:
-        if out is not None and not gif:
-            plots.check_format(out)     # before any work, so a bad name fails at once
+        if out is not None:         # before any work, so a bad name fails at once
+            if gif:
+                check_output(out)
+            else:
+                plots.check_format(out)
         if roc:
             targets = runs or [run]
             curves = plots.snapshot_curves(targets, epoch, metric)

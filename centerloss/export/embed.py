@@ -21,7 +21,7 @@ from centerloss.errors import EmbedError  # noqa: F401  (defined without torch, 
 from centerloss.evaluation.inference import infer, load_model
 from centerloss.evaluation.metrics import nearest_center
 from centerloss.store import checkpoint as ckpt_io
-from centerloss.store.files import atomic_write
+from centerloss.store.files import atomic_write, check_output as check_output_path
 
 FORMAT = "cl-embedding/1"
 FORMATS = (".safetensors", ".npy", ".csv")
@@ -48,8 +48,7 @@ def check_output(path: Path | str, overwrite: bool = False) -> str:
     if suffix not in FORMATS:
         raise EmbedError(f"{path}: cannot write {suffix or 'a file without extension'!r}; "
                          f"name it *.safetensors, *.npy or *.csv")
-    if path.exists() and not overwrite:
-        raise EmbedError(f"{path} already exists; pass --overwrite to replace it")
+    check_output_path(path, overwrite)
     return suffix
 
 
@@ -178,7 +177,7 @@ def write_embedding(emb: Embedding, path: Path | str, overwrite: bool = False) -
     path = Path(path)
     writer = {".safetensors": _safetensors_bytes, ".npy": _npy_bytes, ".csv": _csv_bytes}
     data = writer[check_output(path, overwrite)](emb)
-    atomic_write(path, data)
+    atomic_write(path, data, exclusive=not overwrite)
     return path
 
 

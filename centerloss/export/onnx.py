@@ -18,7 +18,7 @@ from centerloss.data.registry import normalization_of
 from centerloss.errors import ExportError
 from centerloss.model.build import build_from_checkpoint
 from centerloss.store import checkpoint as ckpt_io
-from centerloss.store.files import atomic_write
+from centerloss.store.files import atomic_write, check_output as check_output_path
 
 INPUT = "images"
 OUTPUTS = ("features", "logits")
@@ -60,10 +60,7 @@ def check_output(path: Path | str, overwrite: bool) -> None:
     path = Path(path)
     if path.suffix.lower() != ".onnx":
         raise ExportError(f"{path}: name the output *.onnx")
-    if path.exists() and not overwrite:
-        raise ExportError(f"{path} already exists; pass --overwrite to replace it")
-    if path.is_dir():
-        raise ExportError(f"{path} is a folder; name a file *.onnx")
+    check_output_path(path, overwrite)
 
 
 def export_onnx(checkpoint: Path | str, out: Path | str, overwrite: bool = False) -> dict[str, str]:
@@ -92,5 +89,5 @@ def export_onnx(checkpoint: Path | str, out: Path | str, overwrite: bool = False
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
-    atomic_write(Path(out), proto.SerializeToString())
+    atomic_write(Path(out), proto.SerializeToString(), exclusive=not overwrite)
     return meta

@@ -8,7 +8,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from centerloss.errors import FigureFormatError
-from centerloss.store.files import atomic_write
+from centerloss.store.files import atomic_write, check_output
 
 DPI = 100
 
@@ -21,6 +21,7 @@ def check_format(path: Path | str) -> str:
     """The format a plot file gets from its extension, or a FigureFormatError (a PlotError)
     naming those that work."""
     fmt = Path(path).suffix.lower().lstrip(".")
+    check_output(path)
     if fmt not in figure_formats():
         raise FigureFormatError(f"{path}: cannot write a figure as {fmt or 'a file without extension'!r}; "
                                 f"use one of: {', '.join(figure_formats())}")

@@ -173,10 +173,10 @@ def test_a_second_train_on_a_locked_folder_is_refused(world, tmp_path):
 def test_a_full_disk_names_the_file_and_how_to_resume(world, tmp_path, monkeypatch):
     real = store_files._atomic_write
 
-    def full_at_epoch_2(path, data):
+    def full_at_epoch_2(path, data, exclusive=False):
         if path.name == "epoch_002.safetensors":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(path, data)
+        real(path, data, exclusive)
 
     monkeypatch.setattr(store_files, "_atomic_write", full_at_epoch_2)
     out = tmp_path / "run"
