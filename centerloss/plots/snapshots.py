@@ -15,8 +15,9 @@ import torch
 from centerloss.config.config import Config
 from centerloss.config.heads import is_angular
 from centerloss.config.options import check
-from centerloss.errors import MissingEpoch, PlotError
+from centerloss.errors import CheckpointError, MissingEpoch, PlotError
 from centerloss.store import checkpoint as ckpt_io
+from centerloss.store.checkpoint import check_finite
 from centerloss.store.runfolder import FEATURES, available_epochs, snapshot_path
 
 SPLITS = ("test", "train")
@@ -65,6 +66,8 @@ def load_snapshot(run: Path | str, epoch: int) -> Snapshot:
         metrics = json.loads(meta.get("metrics", "{}"))
     except (KeyError, ValueError, TypeError) as e:
         raise PlotError(f"{path}: bad metadata ({e})") from e
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise PlotError(f"{path}: metadata 'classes' must be a non-empty list of names")
     features, labels = {}, {}
     for split in SPLITS:
         f, y = tensors.get(f"{split}_features"), tensors.get(f"{split}_labels")
@@ -73,6 +76,8 @@ def load_snapshot(run: Path | str, epoch: int) -> Snapshot:
         if f.ndim != 2 or y.shape != (f.shape[0],) or f.shape[1] != config.feature_dim:
             raise PlotError(f"{path}: {split}_features {tuple(f.shape)} and {split}_labels "
                             f"{tuple(y.shape)} do not fit {config.feature_dim}-D features")
+        if y.numel() and (y.is_floating_point() or int(y.min()) < 0 or int(y.max()) >= len(classes)):
+            raise PlotError(f"{path}: {split}_labels lie outside the {len(classes)} classes of the run")
         features[split], labels[split] = f.float(), y.long()
     centers = tensors.get("centers")
     if centers is None or tuple(centers.shape) != (len(classes), config.feature_dim):
@@ -82,6 +87,11 @@ def load_snapshot(run: Path | str, epoch: int) -> Snapshot:
     weights = tensors.get("class_weights")
     if weights is not None and tuple(weights.shape) != tuple(centers.shape):
         raise PlotError(f"{path}: 'class_weights' not of shape ({len(classes)}, {config.feature_dim})")
+    try:
+        check_finite(path, {**{f"{k}_features": v for k, v in features.items()}, "centers": centers,
+                            **({} if weights is None else {"class_weights": weights})})
+    except CheckpointError as e:
+        raise PlotError(str(e)) from e
     return Snapshot(epoch, config, classes, meta.get("dataset", config.dataset),
                     metrics if isinstance(metrics, dict) else {}, centers.float(), features, labels,
                     None if weights is None else weights.float())
@@ -181,6 +191,10 @@ def load_run(run: Path | str, split: str = "test", epochs: list[int] | None = No
     frames = {}
     for epoch in epochs or present:
         snap = last if epoch == last.epoch else load_snapshot(run, epoch)
+        if snap.classes != last.classes or snap.config.feature_dim != last.config.feature_dim:
+            raise PlotError(f"{snapshot_path(run, epoch)} does not belong to this run: its classes or "
+                            f"feature size differ from those of epoch {last.epoch}; remove it or "
+                            f"train the run again")
         if split not in snap.features:
             raise PlotError(f"{snapshot_path(run, epoch)} holds no {split} features "
                             f"(the run kept snapshot_train=0); use --split test")

@@ -14,12 +14,19 @@ from safetensors.torch import save as st_save
 
 from centerloss.config import Config
 from centerloss.errors import CheckpointError, HeaderError, MissingEpoch
-from centerloss.store.files import atomic_write
+from centerloss.store.files import atomic_write, read_lines
 from centerloss.store.header import read_header
-from centerloss.store.runfolder import available_epochs, checkpoint_path, history_path, model_path
+from centerloss.store.runfolder import (
+    available_epochs,
+    check_entries,
+    checkpoint_path,
+    history_path,
+    model_path,
+)
 
 FORMAT = "cl-checkpoint/1"
 FEATURES_FORMAT = "cl-features/1"
+MAX_HISTORY_LINE = 1 << 20      # one epoch's record is a few hundred bytes
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -105,28 +112,47 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: metadata 'epoch' is not an integer") from e
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise CheckpointError(f"{path}: metadata 'classes' must be a non-empty list of names")
-    if not (isinstance(input_shape, list) and len(input_shape) == 3
-            and all(isinstance(v, int) and 0 < v <= 4096 for v in input_shape)):
-        raise CheckpointError(f"{path}: metadata 'input_shape' must be [channels, height, width]")
-    centers = tensors.pop("centers", None)
-    expected = (len(classes), config.feature_dim)
-    if centers is None or tuple(centers.shape) != expected or not centers.is_floating_point():
-        got = None if centers is None else tuple(centers.shape)
-        raise CheckpointError(f"{path}: 'centers' should be a float tensor of shape {expected}, got {got}")
+    check_input_shape(path, input_shape)
+    centers = check_centers(path, tensors.pop("centers", None), len(classes), config.feature_dim)
     normalization = _json(path, metadata, "normalization") if "normalization" in metadata else {}
     if normalization and not _valid_normalization(normalization, input_shape[0]):
         raise CheckpointError(f"{path}: metadata 'normalization' must hold {input_shape[0]} "
                               f"means and {input_shape[0]} positive stds")
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    # NaN or infinite weights still run, and give exit 0 with made-up accuracies: refuse them
-    bad = [k for k, v in {**tensors, "centers": centers}.items()
-           if v.is_floating_point() and not bool(v.isfinite().all())]
+    check_finite(path, {**tensors, "centers": centers})
+    return Checkpoint(config, epoch, classes, model_state, centers, input_shape,
+                      metrics if isinstance(metrics, dict) else {}, normalization)
+
+
+def check_input_shape(path: Path | str, input_shape: object) -> None:
+    """CheckpointError unless a file's input_shape is [channels, height, width] of sane sizes."""
+    if not (isinstance(input_shape, list) and len(input_shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096 for v in input_shape)):
+        raise CheckpointError(f"{path}: metadata 'input_shape' must be [channels, height, width]")
+
+
+def check_centers(path: Path | str, centers: torch.Tensor | None, classes: int | None,
+                  feature_dim: int) -> torch.Tensor:
+    """The centers of a file, checked: a float tensor [classes, feature_dim] (any number of
+    classes when classes is None)."""
+    ok = (centers is not None and centers.ndim == 2 and centers.is_floating_point()
+          and centers.shape[1] == feature_dim and centers.shape[0] > 0
+          and (classes is None or centers.shape[0] == classes))
+    if not ok:
+        want = f"({classes if classes is not None else 'classes'}, {feature_dim})"
+        got = None if centers is None else tuple(centers.shape)
+        raise CheckpointError(f"{path}: 'centers' should be a float tensor of shape {want}, got {got}")
+    return centers
+
+
+def check_finite(path: Path | str, tensors: dict[str, torch.Tensor]) -> None:
+    """CheckpointError if any float tensor holds NaN or infinity: such weights still run, and
+    would give exit 0 with made-up figures."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]
     if bad:
         raise CheckpointError(f"{path}: {bad[0]} holds NaN or infinite values ({len(bad)} "
                               f"tensor(s) do), so the model cannot give meaningful results; "
                               f"use an earlier epoch (--epoch) or train again")
-    return Checkpoint(config, epoch, classes, model_state, centers, input_shape,
-                      metrics if isinstance(metrics, dict) else {}, normalization)
 
 
 def _valid_normalization(norm, channels: int) -> bool:
@@ -145,6 +171,7 @@ def resolve(run: Path | str = "params", checkpoint: Path | str | None = None, ep
     if checkpoint is not None:
         return Path(checkpoint)
     run = Path(run)
+    check_entries(run)
     if epoch is None:
         if not run.is_dir():
             raise CheckpointError(f"{run}: no such run folder; pass --run with a folder `cl train` "
@@ -170,10 +197,38 @@ def write_history(run: Path, records: list[dict]) -> None:
 
 
 def read_history(run: Path | str) -> list[dict]:
+    """The records of history.jsonl, one per finished epoch, checked against the run: each a JSON
+    object whose "epoch" is its line number and whose numbers are finite. CheckpointError naming
+    the file and line otherwise."""
+    check_entries(run)
     path = history_path(run)
-    if not path.is_file():
+    if not path.exists():
         return []
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from e
+    records = []
+    lines = read_lines(path, MAX_HISTORY_LINE, "history")
+    for number, line in enumerate((raw for raw in lines if raw.strip()), 1):
+        try:
+            record = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path}: line {number} is not JSON ({e}); the file is damaged") from e
+        if not isinstance(record, dict) or record.get("epoch") != number:
+            raise CheckpointError(f"{path}: line {number} is not the record of epoch {number}; the "
+                                  f"file does not belong to this run or is damaged")
+        bad = _not_finite(record)
+        if bad:
+            raise CheckpointError(f"{path}: line {number} holds a value that is not a finite number "
+                                  f"({bad}); the file is damaged")
+        records.append(record)
+    return records
+
+
+def _not_finite(value, key: str = "") -> str:
+    """The key of the first non-finite number in a JSON value, or ""."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return key or "?"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _not_finite(v, f"{key}.{k}" if key else str(k))
+        if found:
+            return found
+    return ""

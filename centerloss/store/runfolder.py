@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from centerloss.errors import TrainError
+from centerloss.store.files import check_entry, is_regular
 
 try:
     import fcntl
@@ -65,17 +66,27 @@ def plot_path(run: Path | str, name: str) -> Path:
 
 
 def available_epochs(run: Path | str, sub: str = EPOCHS) -> list[int]:
-    """The epochs of a run with a file in its subfolder `sub` (EPOCHS or FEATURES), sorted."""
-    folder = Path(run) / sub
-    if not folder.is_dir():
-        return []
-    out = []
-    for p in folder.glob("epoch_*.safetensors"):
-        try:
-            out.append(int(p.stem.split("_", 1)[1]))
-        except ValueError:
-            continue
-    return sorted(out)
+    """The epochs of a run with a file in its subfolder `sub` (EPOCHS or FEATURES), sorted;
+    PathError first if an entry of the run folder is a link or not what its name says."""
+    check_entries(run)
+    return sorted(int(p.stem.split("_", 1)[1]) for p in _named(Path(run) / sub, EPOCH_FILE))
+
+
+def check_entries(run: Path | str) -> None:
+    """PathError unless every entry of the run folder that cl reads or removes is what its name
+    says: a regular file, or a real folder for epochs/, features/ and plots/, never a symbolic
+    link. A run folder may come from someone else's archive: checked before anything in it is
+    read, replaced or removed, so a link cannot lead cl to read or delete a file outside it."""
+    run = Path(run)
+    if not os.path.isdir(run):
+        return
+    for name in (MODEL, HISTORY, RESUME, LOCK):
+        check_entry(run / name)
+    for sub in (*SUBFOLDERS, PLOTS):
+        check_entry(run / sub, folder=True)
+    for sub in SUBFOLDERS:
+        for path in _named(run / sub, EPOCH_FILE):
+            check_entry(path)
 
 
 def holds_run(out: Path) -> bool:
@@ -87,6 +98,7 @@ def holds_run(out: Path) -> bool:
 def check_out_dir(out: Path, overwrite: bool, resume: bool = False) -> None:
     """TrainError unless training may write into out, before any data is read or work is done."""
     out = Path(out)
+    check_entries(out)
     if overwrite and resume:
         raise TrainError("--resume continues the run in --out and --overwrite replaces it; "
                          "pass only one")
@@ -118,10 +130,15 @@ def ensure_writable(out: Path) -> None:
                          f"choose a writable --out") from e
 
 
-def _ours(folder: Path, pattern: re.Pattern) -> list[Path]:
-    if not folder.is_dir():
+def _named(folder: Path, pattern: re.Pattern) -> list[Path]:
+    """The entries of folder (a real one, not a link) whose names match pattern."""
+    if not os.path.isdir(folder) or os.path.islink(folder):
         return []
-    return [p for p in folder.iterdir() if p.is_file() and pattern.fullmatch(p.name)]
+    return [p for p in folder.iterdir() if pattern.fullmatch(p.name)]
+
+
+def _ours(folder: Path, pattern: re.Pattern) -> list[Path]:
+    return [p for p in _named(folder, pattern) if is_regular(p)]
 
 
 def remove_temp_files(out: Path) -> None:
@@ -138,6 +155,7 @@ def clear_run(out: Path) -> None:
     Every epoch file goes, not only those past the new run's last epoch: a new run that stops
     early must not leave the old run's later epochs in the folder, looking like its own."""
     out = Path(out)
+    check_entries(out)          # nothing is removed unless every entry is what its name says
     for name in (HISTORY, RESUME, MODEL):    # history first: no listed epoch outlives its files
         (out / name).unlink(missing_ok=True)
     for sub in SUBFOLDERS:

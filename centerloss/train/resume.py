@@ -22,7 +22,7 @@ from centerloss.errors import CheckpointError, HeaderError, OptionError
 from centerloss.model.build import check_weights
 from centerloss.store import checkpoint as ckpt_io
 from centerloss.store.header import read_header
-from centerloss.store.runfolder import RESUME, resume_path as state_path
+from centerloss.store.runfolder import RESUME, check_entries, resume_path as state_path
 
 FORMAT = "cl-resume/1"
 # Flags that change how or how long a run trains, not what it trains: a resumed run may change
@@ -124,7 +124,8 @@ def _position(path: Path, metadata: dict[str, str], config: Config | None = None
 def peek(out: Path | str) -> Header:
     """(config, epoch, batch) of a run's resume state, from its header alone (no tensors read)."""
     path = state_path(out)
-    if not path.is_file():
+    check_entries(out)
+    if not path.exists():
         raise CheckpointError(f"{out} holds no state to resume from ({RESUME} is missing); "
                               f"train it without --resume, with --overwrite to replace what is there")
     try:
@@ -185,12 +186,9 @@ def load_state(out: Path | str, cfg: Config, header: Header | None = None) -> Re
         raise CheckpointError(f"{path}: bad resume metadata ({type(e).__name__}: {e})") from e
     if not (0 < guard["lr_scale"] <= 1 and isinstance(events, list)):
         raise CheckpointError(f"{path}: bad guard state in the resume metadata")
-    if not (isinstance(input_shape, list) and len(input_shape) == 3
-            and all(isinstance(v, int) and 0 < v <= 4096 for v in input_shape)):
-        raise CheckpointError(f"{path}: metadata 'input_shape' must be [channels, height, width]")
-    centers = tensors.pop("centers", None)
-    if centers is None or centers.ndim != 2 or centers.shape[1] != saved.feature_dim:
-        raise CheckpointError(f"{path}: 'centers' must be [classes, {saved.feature_dim}]")
+    ckpt_io.check_input_shape(path, input_shape)
+    centers = ckpt_io.check_centers(path, tensors.pop("centers", None), None, saved.feature_dim)
+    ckpt_io.check_finite(path, {**tensors, "centers": centers})
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     check_weights(saved, centers.shape[0], input_shape, model_state, path)
     progress = EpochProgress(epoch, batch, tensors.get("loss_sums"), guard_events=events)
