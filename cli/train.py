@@ -1,6 +1,7 @@
 """`cl train`."""
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Optional
@@ -74,7 +75,7 @@ def train(
     from .render import TrainReporter, epoch_line, plural  # here: render imports torch, --help must not
     # every parameter named as a Config field is that field (centerloss.options)
     values = {name: value for name, value in ctx.params.items() if name in CONFIG_DEFAULTS}
-    values["data_dir"] = str(data_dir.resolve()) if data_dir else ""   # saved: keep it valid elsewhere
+    values["data_dir"] = os.path.realpath(data_dir) if data_dir else ""   # saved: keep it valid elsewhere
     if resume and overwrite:
         fail("--resume continues the run in --out and --overwrite replaces it; pass only one", 2)
     if dataset == "folder" and data_dir is None and not resume:

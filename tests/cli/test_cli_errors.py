@@ -3,7 +3,6 @@ errors), no traceback, and leaves what was on disk as it was."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -12,13 +11,11 @@ import pytest
 import torch
 import torchvision
 from safetensors.torch import save as st_save
-from support.cli import assert_one_line_error
+from support.cli import assert_one_line_error, fingerprint, invoke
 from support.runs import cli_flags, make_data, tiny_config
-from typer.testing import CliRunner
 
 from centerloss.store import checkpoint as ckpt_io
 from centerloss.train.loop import train
-from cli.main import app
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +57,6 @@ def world(tmp_path_factory) -> dict[str, Path]:
     paths["file"].write_text("x")
     paths["cfg"] = cfg
     return paths
-
-
-def fingerprint(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def invoke(args: list[str]):
-    return CliRunner().invoke(app, [str(a) for a in args], prog_name="cl")
 
 
 # (case, arguments with {placeholders} from the world fixture, exit code, text the error must hold)

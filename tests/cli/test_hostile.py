@@ -14,10 +14,9 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save as st_save
-from support.cli import assert_one_line_error
+from support.cli import assert_one_line_error, fingerprint, invoke
 from support.data import make_dataset, write_idx_images, write_idx_labels
 from support.runs import cli_flags, make_data, tiny_config
-from test_cli_errors import fingerprint, invoke
 
 from centerloss.data.folder import decode
 from centerloss.store import checkpoint as ckpt_io, files as store_files, runfolder
