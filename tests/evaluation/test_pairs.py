@@ -1,6 +1,8 @@
 """Pairs files (plain and LFW's) and `evaluate_pairs` through a trained checkpoint."""
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from support.data import train_folder_run, write_png_gray
 
 from centerloss.data.folder import decode_all
@@ -106,3 +108,25 @@ def test_bad_normalization_metadata_is_refused(run, tmp_path):
     ckpt_io.save_tensors(tmp_path / "bad.safetensors", tensors, meta)
     with pytest.raises(CheckpointError, match="'normalization' must hold 3 means"):
         ckpt_io.load_checkpoint(tmp_path / "bad.safetensors")
+
+
+def test_a_pairs_file_is_streamed_and_bounded(tmp_path, monkeypatch):
+    """Millions of lines are read one at a time: a bad line is named without reading the rest,
+    pairs of few images cost indices, not paths, and the count has a stated bound."""
+    from centerloss.evaluation import pairs as pairs_mod
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / name)
+    big = tmp_path / "big.txt"
+    with open(big, "w") as f:
+        f.write("a.png b.png 1\nnot a pair\n")
+        f.write("a.png b.png 0\n" * 1_000_000)
+    with pytest.raises(DataError, match=r"big.txt:2: expected"):
+        read_pairs(big)
+    good = tmp_path / "good.txt"
+    good.write_text("a.png b.png 1\nb.png a.png 0\n" * 50_000)
+    p = read_pairs(good)
+    assert len(p) == 100_000 and p.images == [tmp_path / "a.png", tmp_path / "b.png"]
+    assert p.a.dtype == torch.int32 and p.same.sum() == 50_000
+    monkeypatch.setattr(pairs_mod, "MAX_PAIRS", 1000)
+    with pytest.raises(DataError, match="more than 1,000 pairs"):
+        read_pairs(good)
