@@ -37,6 +37,7 @@ def main() -> None:
         print("error: stdout is closed; give cl somewhere to write (> FILE, or > /dev/null "
               "to discard the output)", file=sys.stderr)
         sys.exit(1)
+    streams.escape_unencodable()
     sys.stdout = streams.GuardedStdout(sys.stdout)
     code: int | str | None = 0
     try:

@@ -32,6 +32,14 @@ def occupy_closed_fds() -> bool:
     return 1 in closed or sys.stdout is None
 
 
+def escape_unencodable() -> None:
+    """Let stdout and stderr escape what their encoding cannot show (a class name in Greek on an
+    ASCII locale without Python's UTF-8 mode) instead of failing with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def say(line: str) -> None:
     """One line on stderr, if stderr can still take it (`2>&1 | head -1` closes it too)."""
     try:

@@ -15,6 +15,7 @@ import torch
 
 from centerloss.data.types import Dataset, Split, default_data_dir
 from centerloss.errors import DataError
+from centerloss.store.files import missing_folders, remove_empty_folders
 
 FOLDER = "cifar-10-batches-bin"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -84,11 +85,13 @@ def locate(data_dir: str | os.PathLike | None = None, download: bool = True) -> 
             raise DataError(f"cifar10: no {FOLDER} in {root} and downloading is off; {hint}")
         from torchvision.datasets.utils import download_url
         part = root / f".{archive.name}.part"      # renamed only once whole and checked
+        created = missing_folders(root)
         try:
             download_url(URL, str(root), part.name, MD5)   # checks the MD5
             os.replace(part, archive)
         except Exception as e:  # URLError, RuntimeError offline or on a bad checksum
             part.unlink(missing_ok=True)
+            remove_empty_folders(created)
             raise DataError(f"cifar10: no {FOLDER} in {root} and the download failed "
                             f"({type(e).__name__}); {hint}") from e
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -94,12 +95,21 @@ def scan(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]], list[tupl
     return classes, train_items, test_items
 
 
+@contextmanager
+def pillow_quiet() -> Iterator[None]:
+    """Pillow's warnings about a file it still decodes (odd EXIF, palette transparency) kept off
+    stderr: cl says in one line what it cannot read, and nothing about what it can."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
 def open_image(path: str | Path) -> Image.Image:
     """Image.open, with Pillow's warning about an image past its pixel limit (a decompression
     bomb, which it would go on to decode) raised instead: the callers turn it into one line
     naming the file, and nothing reaches stderr."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with pillow_quiet():
         return Image.open(path)
 
 
@@ -124,9 +134,10 @@ def to_mode(im: Image.Image, mode: str) -> Image.Image:
 def decode(path: str | Path, size: int, channels: int) -> np.ndarray:
     """uint8 [size, size] (1 channel) or [size, size, 3]: shorter side resized to size, centre crop."""
     mode = "L" if channels == 1 else "RGB"
-    with open_image(path) as im:
+    with open_image(path) as im, pillow_quiet():
         im.draft(mode, (size, size))   # JPEG: decode at the smallest scale still >= size
-        fitted = ImageOps.fit(to_mode(im, mode), (size, size), Image.Resampling.BILINEAR)
+        upright = ImageOps.exif_transpose(im)   # a phone's photo stores its rotation in EXIF
+        fitted = ImageOps.fit(to_mode(upright, mode), (size, size), Image.Resampling.BILINEAR)
     return np.asarray(fitted, dtype=np.uint8)
 
 

@@ -14,6 +14,7 @@ import torch
 
 from centerloss.data.types import Dataset, Split, default_data_dir
 from centerloss.errors import DataError
+from centerloss.store.files import missing_folders, remove_empty_folders
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,12 @@ def find_files(name: str, data_dir: str | os.PathLike | None = None, download: b
     if not download:
         raise DataError(_missing_message(name, spec, looked, "downloading is off"))
     import torchvision.datasets as tvd
+    created = missing_folders(raw)
     try:
         for train in (True, False):
             getattr(tvd, spec.tv_class)(str(root), train=train, download=True)
     except Exception as e:  # torchvision raises RuntimeError or URLError subclasses offline
+        remove_empty_folders(created)       # a failed download leaves no empty folders behind
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         cause = (lines[-1] if lines else type(e).__name__)[:160].rstrip(".")
         raise DataError(_missing_message(name, spec, looked,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from centerloss.data.folder import decode, open_image, printable, to_mode
+from centerloss.data.folder import IMAGE_SUFFIXES, decode, open_image, pillow_quiet, printable, to_mode
 from centerloss.data.registry import dataset_for, normalization_of
 from centerloss.data.types import Split, Stats
 from centerloss.device.runtime import Runtime
@@ -89,13 +89,12 @@ def embed_split(path: Path | str, split: str = "test", data_dir: str | None = No
 
 
 def image_files(paths: list[Path | str]) -> list[Path]:
-    """Files named, and the image files under folders named (by extension, recursively, sorted)."""
-    from PIL import Image
-    known = {ext for ext, _ in Image.registered_extensions().items()}
+    """Files named, and the image files under folders named (by extension, as training finds them:
+    recursively, sorted; a PDF or a note beside them is passed over)."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in known)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise EmbedError(f"{p}: folder holds no image files")
             files.extend(found)
@@ -113,7 +112,7 @@ def read_image(path: Path, height: int, width: int, invert: bool = False, channe
     the model's input."""
     from PIL import Image, ImageOps
     try:
-        with open_image(path) as im:
+        with open_image(path) as im, pillow_quiet():
             im = to_mode(ImageOps.exif_transpose(im), "L" if channels == 1 else "RGB")
             im = im.resize((width, height), Image.Resampling.BILINEAR) if im.size != (width, height) else im
             pixels = np.asarray(im, dtype=np.uint8)
@@ -218,6 +217,16 @@ def _npy_bytes(emb: Embedding) -> bytes:
     return buf.getvalue()
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(text: str) -> str:
+    """A name for a CSV cell that a spreadsheet will not run as a formula: one that begins with
+    =, +, -, @, a tab or a carriage return gets a leading apostrophe (OWASP's advice on CSV
+    injection). Numbers cl writes are not names and stay as they are."""
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def _csv_bytes(emb: Embedding) -> bytes:
     """A header and one row per sample; floats with 9 significant digits, enough to give back
     every float32 exactly."""
@@ -234,11 +243,12 @@ def _csv_bytes(emb: Embedding) -> bytes:
     pred, near = emb.predicted.tolist(), emb.nearest_center.tolist()
     dist = emb.center_distance.tolist()
     labels = emb.labels.tolist() if known else None
+    names = [csv_text(name) for name in emb.classes]
     for i in range(n):
-        row = [emb.sources[i] if emb.sources else i]
+        row = [csv_text(emb.sources[i]) if emb.sources else i]
         if known:
-            row += [labels[i], emb.classes[labels[i]]]
-        row += [pred[i], emb.classes[pred[i]], near[i], f"{dist[i]:.9g}"]
+            row += [labels[i], names[labels[i]]]
+        row += [pred[i], names[pred[i]], near[i], f"{dist[i]:.9g}"]
         row += [f"{v:.9g}" for v in feats[i]] + [f"{v:.9g}" for v in logits[i]]
         out.writerow(row)
     return buf.getvalue().encode()

@@ -140,6 +140,26 @@ def check_output(path: Path | str, overwrite: bool = True) -> None:
         os.stat(ancestor)       # a link loop or a folder we may not enter fails here
 
 
+def missing_folders(*paths: Path | str) -> list[Path]:
+    """The folders among paths and their parents that do not exist yet, deepest first: what a
+    step that creates them leaves behind if it fails (remove_empty_folders)."""
+    found: dict[Path, None] = {}
+    for path in map(Path, paths):
+        while not os.path.lexists(path) and path != path.parent:
+            found[path] = None
+            path = path.parent
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove those of folders that are empty, deepest first (a failed download's tree)."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+
+
 def temp_pattern(name: str) -> re.Pattern:
     """The names atomic_write gives its temporary files for a file called name."""
     return re.compile(rf"\.{re.escape(name)}\.(\d+)\.[^/]+\.tmp")

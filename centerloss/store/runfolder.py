@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from centerloss.errors import TrainError
-from centerloss.store.files import check_entry, is_regular
+from centerloss.store.files import check_entry, is_regular, remove_empty_folders
 
 try:
     import fcntl
@@ -177,6 +177,8 @@ def run_lock(out: Path) -> Iterator[None]:
         out.mkdir(parents=True, exist_ok=True)
         fd = _locked(out / LOCK)
     except OSError as e:
+        if created:
+            remove_empty_folders([out])
         raise TrainError(f"cannot write the run folder {out} ({e.strerror or e}); "
                          f"choose a writable --out") from e
     try:
@@ -212,7 +214,12 @@ def _locked(path: Path) -> int:
         except FileNotFoundError:
             same = False
         if same:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError:         # a full disk: ours, since we hold it; leave no stale lock
+                path.unlink(missing_ok=True)
+                os.close(fd)
+                raise
             return fd
         os.close(fd)

@@ -1,4 +1,5 @@
-"""Ctrl-C (SIGINT) and SIGTERM as a request to stop at the end of the current batch.
+"""Ctrl-C (SIGINT), SIGTERM and SIGHUP (a dropped SSH session) as a request to stop at the end
+of the current batch, saving the state to resume from.
 
 The handler only records the request; the training loop reads it between batches, a plain
 Python attribute read, so it costs no host-device sync. A second signal means the user will not
@@ -10,7 +11,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s)
 
 
 class StopRequest:
@@ -24,7 +25,7 @@ class StopRequest:
 
 @contextmanager
 def stop_on_signals() -> Iterator[StopRequest]:
-    """A StopRequest set by SIGINT or SIGTERM while the block runs; the old handlers come back after."""
+    """A StopRequest set by SIGINT, SIGTERM or SIGHUP while the block runs; the old handlers come back after."""
     request = StopRequest()
     # Python lets only the main thread install handlers; elsewhere (a notebook's worker thread,
     # say) the caller keeps its own handling and the request is simply never set.

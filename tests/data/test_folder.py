@@ -111,3 +111,17 @@ def test_a_set_over_the_memory_budget_streams_the_same_batches(tmp_path):
                                   eval_batches(streamed.test, 2, 0.5, 0.5)):
         torch.testing.assert_close(xs, xr)
         assert torch.equal(ys, yr)
+
+
+def test_exif_orientation_is_honoured_and_pillow_stays_quiet(tmp_path, recwarn):
+    """A phone stores a portrait photo as landscape pixels plus an EXIF rotation: decode turns it
+    upright, as every viewer does, for training, --pairs and cl embed --images alike."""
+    pixels = np.zeros((8, 16), np.uint8)
+    pixels[:, :8] = 255                                  # left half white, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6                                     # Orientation: rotate 90 degrees clockwise
+    Image.fromarray(pixels).save(tmp_path / "photo.jpg", exif=exif.tobytes(), quality=100)
+    upright = folder.decode(tmp_path / "photo.jpg", 8, 1)
+    assert upright.shape == (8, 8)
+    assert upright[:4].mean() > 200 and upright[4:].mean() < 50   # the white half is now on top
+    assert not [w for w in recwarn if "PIL" in (w.filename or "")]

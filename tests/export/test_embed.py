@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,14 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from centerloss.data import batches as batch_mod, idx as idx_mod
-from centerloss.export.embed import EmbedError, embed_images, embed_split, read_image, write_embedding
+from centerloss.export.embed import (
+    EmbedError,
+    csv_text,
+    embed_images,
+    embed_split,
+    read_image,
+    write_embedding,
+)
 from centerloss.model.build import build_from_checkpoint
 from centerloss.store import checkpoint as ckpt_io
 from cli.main import app
@@ -177,3 +185,25 @@ def test_cli_bad_requests_fail_in_one_line(runs, args, message, tmp_path, monkey
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert result.stderr.count("\n") == 1
     assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.json").exists()
+
+
+def test_csv_names_are_not_spreadsheet_formulas(checkpoint, image_folder, tmp_path, monkeypatch):
+    root, _ = image_folder
+    monkeypatch.chdir(tmp_path)
+    Image.open(root / "0.png").save(tmp_path / "@cmd.png")
+    emb = embed_images(checkpoint, ["@cmd.png"], device="cpu")      # a relative path: "@cmd.png"
+    emb.classes = ["-1+1", *emb.classes[1:]]
+    rows, _ = read_csv(write_embedding(emb, tmp_path / "f.csv"))
+    assert rows[0]["path"] == "'@cmd.png"
+    assert csv_text("=1+1") == "'=1+1" and csv_text("+x") == "'+x" and csv_text("cat") == "cat"
+    if rows[0]["predicted"] == "0":
+        assert rows[0]["predicted_name"] == "'-1+1"
+
+
+def test_a_pdf_beside_the_images_is_passed_over(checkpoint, image_folder, tmp_path):
+    root, _ = image_folder
+    mixed = tmp_path / "mixed"
+    shutil.copytree(root, mixed)
+    (mixed / "scan.pdf").write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    emb = embed_images(checkpoint, [mixed], device="cpu")
+    assert len(emb.sources) == 6 and not any(s.endswith(".pdf") for s in emb.sources)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,7 +137,7 @@ CASES = [
     ("plot -o under a file", nothing, ["plot", "--run", "{run}", "-o", "{mine}/p.png"], 1,
      "mine.txt is a file, not a folder"),
     ("--pairs a folder", nothing, ["eval", "--run", "{run}", "--pairs", "{root}"], 1,
-     "cannot read the pairs file (Is a directory)"),
+     "cannot read the pairs file (is a folder, not a file)"),
 ]
 
 
@@ -215,3 +216,60 @@ def test_class_names_are_printed_as_they_are(tmp_path, monkeypatch):
         assert name in result.stdout
     assert "😄" not in result.stdout
 
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    from centerloss.data.idx import find_files
+    from centerloss.errors import DataError
+
+    class Offline:
+        def __init__(self, root, train, download):
+            (Path(root) / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)   # as torchvision does
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(tvd, "MNIST", Offline)
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DataError, match="downloading them failed"):
+        find_files("mnist", tmp_path / "kept" / "data")
+    assert [p.name for p in tmp_path.rglob("*")] == ["kept"]     # the user's own folder stays
+
+
+def test_a_start_on_a_full_disk_leaves_no_lock(tmp_path, monkeypatch):
+    import errno as errno_mod
+
+    from centerloss.errors import TrainError
+    from centerloss.store import runfolder
+
+    def full(fd, data):
+        raise OSError(errno_mod.ENOSPC, os.strerror(errno_mod.ENOSPC))
+
+    monkeypatch.setattr(runfolder.os, "write", full)
+    with pytest.raises(TrainError, match="No space left"):
+        with runfolder.run_lock(tmp_path / "run"):
+            pass
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_stdout_that_cannot_encode_a_class_name_gets_escapes(tmp_path):
+    """An ASCII locale without Python's UTF-8 mode: names are escaped, never a traceback."""
+    import subprocess
+    import sys
+
+    from centerloss.config import Config
+    for k, name in enumerate(["Ωmega", "café"]):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((8, 8), 100 * k + 9 * i, np.uint8)).save(
+                tmp_path / "images" / name / f"{i}.png")
+    cfg = Config(model="seed", dataset="folder", data_dir=str(tmp_path / "images"), epochs=1,
+                 batch_size=4, device="cpu", precision="fp32", workers=0)
+    train(cfg, tmp_path / "run")
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "PYTHONUTF8": "0", "LC_ALL": "C",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    result = subprocess.run([sys.executable, "-m", "cli", "eval", "--run", str(tmp_path / "run"),
+                             "--device", "cpu"], capture_output=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"Traceback" not in result.stderr
+    assert b"\\u03a9mega" in result.stdout and b"caf\\xe9" in result.stdout

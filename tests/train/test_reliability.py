@@ -96,9 +96,14 @@ def test_sigint_mid_epoch_then_resume_equals_uninterrupted(data, reference, tmp_
     assert_same_run(reference, out)
 
 
-def test_sigterm_is_handled_like_ctrl_c(data, tmp_path):
-    with pytest.raises(Interrupted, match="SIGTERM stopped training in epoch 1, after batch 2 of 3"):
-        train(tiny_config(data, epochs=1), tmp_path / "run", SignalAt(1, 2, signal.SIGTERM))
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_are_handled_like_ctrl_c(data, tmp_path, signum):
+    """SIGHUP is what a dropped SSH session sends: the partial epoch is saved, the lock released."""
+    name = signal.Signals(signum).name
+    with pytest.raises(Interrupted, match=f"{name} stopped training in epoch 1, after batch 2 of 3"):
+        train(tiny_config(data, epochs=1), tmp_path / "run", SignalAt(1, 2, signum))
+    assert (tmp_path / "run" / "resume.safetensors").is_file()
+    assert not (tmp_path / "run" / ".lock").exists()
 
 
 def test_resume_after_resume_and_extending_the_run(data, reference, tmp_path):
