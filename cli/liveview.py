@@ -6,7 +6,6 @@ training device (no host sync per step); the view reads that buffer back only wh
 render_frame is a pure function of the points, so tests check it on a known input."""
 from __future__ import annotations
 
-import colorsys
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,6 +17,9 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
+from centerloss.plots.palette import class_rgb
+from centerloss.plots.projection import Projection
+
 CAPACITY = 3072          # points drawn: the last 24 batches of 128
 MIN_ROWS, MIN_COLUMNS = 20, 60   # the smallest terminal where the view is on by default
 MAX_PLOT_ROWS = 24
@@ -25,19 +27,6 @@ WIDEST = 1.5             # the plot's canvas is at most this many times as many 
 COST_SHARE = 0.02        # redraw at most as often as keeps drawing under 2% of the wall time
 GROW, SHRINK = 0.6, 0.1  # how far the axes move towards the cloud per redraw: out fast, in slowly
 CENTER_ENTRY = "0  center"    # the legend's last line: a center is its class's index on its colour
-# matplotlib's tab10, the colours `cl plot` gives the first ten classes
-TAB10 = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-         (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
-
-
-def class_colors(n: int) -> list[tuple[int, int, int]]:
-    """tab10 for up to ten classes; beyond, hues a golden angle apart, so neighbours differ."""
-    if n <= len(TAB10):
-        return list(TAB10[:n])
-    return [tuple(int(255 * v) for v in colorsys.hsv_to_rgb((i * 0.381966) % 1.0, 0.75, 0.9))
-            for i in range(n)]
-
-
 @dataclass(frozen=True)
 class Limits:
     x0: float
@@ -115,7 +104,7 @@ def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, li
     its colour, within `limits`, `size` = (columns, rows) in all, the legend to the right."""
     import plotext  # 0.1 s to import: only when a view is drawn
 
-    colors = class_colors(len(classes))
+    colors = class_rgb(len(classes))
     names = class_names(classes)
     legend = legend_width(classes)
     fig = plotext.figure
@@ -230,35 +219,6 @@ class FeatureRing:
         return self.features[:self.count].cpu().numpy(), self.labels[:self.count].cpu().numpy()
 
 
-class Projection:
-    """Wider features drawn through their first two principal components, fitted on the ring's
-    points at an epoch's first redraw (its start on a terminal) and kept for that epoch; each axis's sign follows the
-    previous epoch's, so the picture does not mirror from one epoch to the next."""
-
-    def __init__(self, dim: int):
-        self.dim = dim
-        self.mean: np.ndarray | None = None
-        self.axes: np.ndarray | None = None     # 2 x dim
-        self.kept = 0.0
-        self.epoch = 0
-
-    def fit(self, features: np.ndarray, epoch: int) -> None:
-        mean = features.mean(0)
-        _, s, vt = np.linalg.svd(features - mean, full_matrices=False)
-        axes = vt[:2]
-        if self.axes is not None:
-            axes = axes * np.sign(np.sum(axes * self.axes, axis=1, keepdims=True) + 1e-12)
-        self.mean, self.axes, self.epoch = mean, axes, epoch
-        self.kept = float((s[:2] ** 2).sum() / max((s ** 2).sum(), 1e-12))
-
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        return (features - self.mean) @ self.axes.T
-
-    def note(self) -> str:
-        return (f"PCA of {self.dim}-D features, fitted in epoch {self.epoch} "
-                f"({100 * self.kept:.0f}% of their variance)")
-
-
 class LiveView:
     """What the reporter draws under the bar: call redraw() when the bar refreshes; `frame` is
     the latest picture. The axes move smoothly between redraws (follow)."""
@@ -267,7 +227,8 @@ class LiveView:
         self.classes = list(classes)
         self.ring = FeatureRing()
         self.centers: torch.Tensor | None = None
-        self.projection = Projection(dim) if dim > 2 else None
+        self.dim = dim
+        self.projection: Projection | None = None     # fitted per epoch for wider features
         self.limits: Limits | None = None
         self.frame: RenderableType | None = None
         self.epoch = 0
@@ -293,10 +254,10 @@ class LiveView:
         if len(features) == 0:
             return None
         centers = self.centers.detach().float().cpu().numpy()
-        if self.projection is None:
+        if self.dim <= 2:
             return features, labels, centers, ""
-        if self.projection.epoch != self.epoch:
-            self.projection.fit(features, self.epoch)
+        if self.projection is None or self.projection.fitted_on != self.epoch:
+            self.projection = Projection.fit(features, self.epoch, like=self.projection)
         return self.projection(features), labels, self.projection(centers), self.projection.note()
 
     def redraw(self, size: tuple[int, int]) -> None:

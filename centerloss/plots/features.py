@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image
 
+from centerloss.plots.palette import class_colors
 from centerloss.plots.save import DPI
 from centerloss.plots.snapshots import Frame, PlotError, RunFrames, frame_limits
 from centerloss.store.files import atomic_write
@@ -28,13 +29,6 @@ LEGEND_INCHES = 2.1                             # the legend column right of the
 DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "kmnist": "KMNIST"}
 MODEL_TITLES = {"lenetspp": "LeNets++", "seed": "seed net"}
 HEAD_TITLES = {"sphereface": "SphereFace", "cosface": "CosFace", "arcface": "ArcFace"}
-
-
-def class_colors(n: int) -> np.ndarray:
-    """n distinct RGBA colors: tab10 while it lasts, then tab20, then an even sweep of turbo."""
-    cmap = "tab10" if n <= 10 else "tab20" if n <= 20 else "turbo"
-    colors = matplotlib.colormaps[cmap]
-    return colors(np.arange(n)) if n <= 20 else colors(np.linspace(0, 1, n))
 
 
 def dataset_title(name: str) -> str:

@@ -16,6 +16,7 @@ from centerloss.config.config import Config
 from centerloss.config.heads import is_angular
 from centerloss.config.options import check
 from centerloss.errors import CheckpointError, MissingEpoch, PlotError
+from centerloss.plots.projection import Projection
 from centerloss.store import checkpoint as ckpt_io
 from centerloss.store.checkpoint import check_finite
 from centerloss.store.runfolder import FEATURES, available_epochs, snapshot_path
@@ -95,51 +96,6 @@ def load_snapshot(run: Path | str, epoch: int) -> Snapshot:
     return Snapshot(epoch, config, classes, meta.get("dataset", config.dataset),
                     metrics if isinstance(metrics, dict) else {}, centers.float(), features, labels,
                     None if weights is None else weights.float())
-
-
-@dataclass(frozen=True)
-class Projection:
-    """Identity for 2-D features; otherwise the top two principal axes of one fitted sample."""
-    feature_dim: int
-    mean: np.ndarray | None = None          # [D]
-    axes: np.ndarray | None = None          # [D, 2], orthonormal columns
-    fitted_on: int | None = None            # the epoch it was fitted on
-
-    @classmethod
-    def fit(cls, features: torch.Tensor, epoch: int) -> "Projection":
-        x = features.double().numpy()
-        d = x.shape[1]
-        if d == 1:
-            raise PlotError("1-D features cannot be drawn as a 2-D scatter; "
-                            "train with --feature-dim 2 (or wider, drawn through PCA)")
-        if d == 2:
-            return cls(2)
-        mean = x.mean(0)
-        # eigh of the D x D covariance: cheap for any N, and exact enough in float64.
-        _, vectors = np.linalg.eigh(np.cov(x - mean, rowvar=False))
-        axes = vectors[:, ::-1][:, :2].copy()
-        # Eigenvectors have no sign; fix one so the same features always give the same picture.
-        flip = np.sign(axes[np.abs(axes).argmax(0), [0, 1]])
-        return cls(d, mean, axes * np.where(flip == 0, 1.0, flip), epoch)
-
-    @property
-    def is_pca(self) -> bool:
-        return self.axes is not None
-
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
-        points = x.double().numpy()
-        if self.axes is None:
-            return points
-        return (points - self.mean) @ self.axes
-
-    def kept_variance(self, x: torch.Tensor) -> float:
-        """The share of x's variance that lies in the plane drawn (1 for 2-D features)."""
-        if self.axes is None:
-            return 1.0
-        centred = x.double().numpy()
-        centred = centred - centred.mean(0)
-        total = float((centred ** 2).sum())
-        return float(((centred @ self.axes) ** 2).sum()) / total if total > 0 else 1.0
 
 
 @dataclass

@@ -7,8 +7,10 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from centerloss.plots.palette import class_colors as plot_colors, class_rgb as class_colors
+from centerloss.plots.projection import Projection
 from cli import liveview
-from cli.liveview import FeatureRing, Limits, Projection, class_colors, cloud_limits, follow, render_frame
+from cli.liveview import FeatureRing, Limits, cloud_limits, follow, render_frame
 from cli.render import fixed, view_wanted
 
 CLASSES = ["zero", "one", "two"]
@@ -171,13 +173,19 @@ def test_ring_keeps_the_latest_points_with_their_labels():
 def test_projection_keeps_the_widest_directions_and_their_sign():
     rng = np.random.default_rng(0)
     features = rng.normal(0, 1, (500, 5)) * np.array([0.1, 5, 0.1, 2, 0.1])
-    proj = Projection(5)
-    proj.fit(features, epoch=1)
-    assert np.allclose(np.abs(proj.axes[:, [1, 3]]), np.eye(2), atol=0.05)
+    proj = Projection.fit(features, epoch=1)
+    assert np.allclose(np.abs(proj.axes[[1, 3]]), np.eye(2), atol=0.05)
     assert proj.kept > 0.95 and "PCA of 5-D" in proj.note() and "epoch 1" in proj.note()
-    first = proj.axes.copy()
-    proj.fit(-features, epoch=2)              # the same cloud mirrored: the axes must not flip
-    assert np.allclose(proj.axes, first, atol=0.05)
+    again = Projection.fit(-features, epoch=2, like=proj)   # the cloud mirrored: the axes must not flip
+    assert np.allclose(again.axes, proj.axes, atol=0.05)
+
+
+def test_the_live_view_and_cl_plot_share_one_palette():
+    """Beyond ten classes too: class k has one colour in every picture."""
+    for n in (3, 10, 15, 40):
+        rgba = plot_colors(n)
+        assert class_colors(n) == [tuple(int(round(255 * v)) for v in c[:3]) for c in rgba]
+        assert len(set(class_colors(n))) == n
 
 
 def test_numbers_on_the_bar_keep_their_width():
