@@ -64,7 +64,7 @@ def evaluate(
     except ClError as e:       # the work is done, so a bad value found now is not a usage error
         fail(str(e))
     if as_json:
-        print(json.dumps(tidy_json(report), indent=2))
+        console.out(json.dumps(tidy_json(report), indent=2), highlight=False)
         return
     if pairs is not None:
         console.print(f"{path}: {report['model']}, epoch {report['epoch']}, on "

@@ -187,7 +187,7 @@ class TrainReporter(Callbacks):
             points, labels, centers, note = snap
             self.window.show(points, labels, centers, record["epoch"], note, record)
         if self.as_json:
-            print(json.dumps(tidy_json(record), sort_keys=True), flush=True)
+            self.console.out(json.dumps(tidy_json(record), sort_keys=True), highlight=False)
         elif not self.quiet:
             self.console.print(epoch_line(record, self.epochs), highlight=False)
         sys.stdout.flush()

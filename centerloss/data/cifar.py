@@ -15,7 +15,7 @@ import torch
 
 from centerloss.data.types import Dataset, Split, default_data_dir
 from centerloss.errors import DataError
-from centerloss.store.files import missing_folders, remove_empty_folders
+from centerloss.store.files import missing_folders, read_bytes, remove_empty_folders
 
 FOLDER = "cifar-10-batches-bin"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -25,6 +25,7 @@ TEST_FILES = ("test_batch.bin",)
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SIDE = 32
 RECORD = 1 + 3 * SIDE * SIDE
+MAX_BATCH_BYTES = 64 << 20     # a batch file is 30,730,000 bytes: 10,000 records
 # Per-channel mean and standard deviation of the 50,000 training images, in [0, 1].
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -34,7 +35,7 @@ def read_batches(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 [N, 32, 32, 3] images and int64 [N] labels from binary batch files."""
     images, labels = [], []
     for path in paths:
-        raw = np.fromfile(path, dtype=np.uint8)
+        raw = np.frombuffer(read_bytes(path, MAX_BATCH_BYTES, "CIFAR-10 batch"), dtype=np.uint8)
         if raw.size == 0 or raw.size % RECORD:
             raise DataError(f"cifar10: {path} is {raw.size} bytes, not a whole number of "
                             f"{RECORD}-byte records; delete it and fetch {URL} again")
@@ -60,7 +61,7 @@ def _extract(archive: Path, root: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar:
-            if member.name in wanted and member.isfile():
+            if member.name in wanted and member.isfile() and member.size <= MAX_BATCH_BYTES:
                 target = dest / Path(member.name).name
                 tmp = target.with_name(target.name + ".tmp")
                 with tar.extractfile(member) as fin, open(tmp, "wb") as fout:
@@ -106,7 +107,8 @@ def locate(data_dir: str | os.PathLike | None = None, download: bool = True) -> 
 def _classes(folder: Path) -> tuple[str, ...]:
     meta = folder / "batches.meta.txt"
     if meta.is_file():
-        names = tuple(line.strip() for line in meta.read_text().splitlines() if line.strip())
+        text = read_bytes(meta, 1 << 16, "class list").decode("utf-8", "replace")
+        names = tuple(line.strip() for line in text.splitlines() if line.strip())
         if len(names) == len(CLASSES):
             return names
     return CLASSES

@@ -61,7 +61,7 @@ def _find_raw(folder: Path) -> dict[str, Path] | None:
     return found
 
 
-MAX_IDX_BYTES = 16 << 30      # what one idx file may declare: far above any real set
+MAX_IDX_BYTES = 2 << 30       # what one idx file may declare: EMNIST's largest is 0.55 GB
 
 
 def read_idx(path: Path, ndim: int) -> torch.Tensor:
@@ -81,6 +81,10 @@ def read_idx(path: Path, ndim: int) -> torch.Tensor:
             if size > MAX_IDX_BYTES or (ndim == 3 and min(shape[1:]) == 0):
                 raise DataError(f"{path}: declares {kind} of shape {shape}, which cl does not "
                                 f"read; fetch the file again")
+            if opener is open and size > os.path.getsize(path) - len(head):
+                raise DataError(f"{path}: declares {kind} of shape {shape} but holds "
+                                f"{os.path.getsize(path) - len(head)} bytes after its header; the "
+                                f"file is truncated or damaged: fetch it again")
             body = f.read(size)
             extra = f.read(1)
     except (OSError, EOFError, zlib.error) as e:     # EOFError: a truncated .gz

@@ -11,18 +11,21 @@ from dataclasses import dataclass, field
 import torch
 
 from centerloss.config import check
+from centerloss.config.options import DEVICES, PRECISIONS
 from centerloss.device import distributed
 from centerloss.errors import TrainError
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device a --device names (checked where it came in: the CLI or Config.validate)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    check("--device", name)
+    if name not in DEVICES:
+        check("--device", name)       # a library caller's own string: the option's message
     if name == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda: no CUDA GPU is visible to torch; use --device auto or cpu")
     if name == "mps" and not torch.backends.mps.is_available():
@@ -50,7 +53,8 @@ class Runtime:
                 ctx: distributed.Context | None = None) -> "Runtime":
         """The runtime a --device and --precision ask for; an OptionError for a name cl does not
         know (fp16 among them), a TrainError for a device or precision this machine lacks."""
-        check("--precision", precision)
+        if precision not in PRECISIONS:
+            check("--precision", precision)     # a library caller's own string
         ctx = ctx or distributed.Context()
         dev = ctx.device or resolve_device(device)
         if precision == "auto":

@@ -3,6 +3,7 @@ written: a shape the model cannot take must fail before --overwrite erases the o
 inside the first training step."""
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def check_out(cfg: Config, out: Path) -> None:
     """TrainError if --out lies inside an image-folder data set: the run would become a class."""
     if cfg.dataset != "folder" or not cfg.data_dir:
         return
-    root, target = Path(cfg.data_dir).resolve(), Path(out).resolve()
+    root, target = Path(os.path.realpath(cfg.data_dir)), Path(os.path.realpath(out))
     if target == root or root in target.parents:
         raise TrainError(f"--out {out} lies inside the data set folder {root}, where cl would "
                          f"read it as a class of images; choose an --out outside {root}")
