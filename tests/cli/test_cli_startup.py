@@ -75,3 +75,24 @@ def test_shell_completion_completes_commands_and_options():
                                 env={**env, "COMP_WORDS": line, "COMP_CWORD": cword}, timeout=60)
         assert result.stdout.split() == [expected], (line, result.stdout, result.stderr)
     assert "--install-completion" in runner.invoke(app, ["--help"]).output
+
+
+def test_choice_options_list_their_values_in_help():
+    text = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    for flag, choices in (("--model", "lenetspp|seed|resnet18"), ("--head", "softmax|sphereface|cosface|arcface"),
+                          ("--dataset", "mnist|fashion-mnist|kmnist|cifar10|folder"),
+                          ("--device", "auto|cuda|mps|cpu"), ("--precision", "auto|fp32|bf16")):
+        assert f"{flag} [{choices}]" in text, flag
+    assert "<str>" not in text
+
+
+def test_shell_completion_completes_choice_values():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "_CL_COMPLETE": "complete_bash"}
+    words = {"cl train --model ": ("3", ["lenetspp", "seed", "resnet18"]),
+             "cl train --dataset f": ("3", ["fashion-mnist", "folder"]),
+             "cl embed --split t": ("3", ["train", "test"]),
+             "cl eval --precision b": ("3", ["bf16"])}
+    for line, (cword, expected) in words.items():
+        result = subprocess.run([sys.executable, "-m", "cli"], capture_output=True, text=True,
+                                env={**env, "COMP_WORDS": line, "COMP_CWORD": cword}, timeout=60)
+        assert result.stdout.split() == expected, (line, result.stdout, result.stderr)
