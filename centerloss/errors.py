@@ -82,9 +82,10 @@ class MissingEpoch(CheckpointError, PlotError):
     """The run holds no such epoch: one message for eval, embed, export and plot alike, whichever
     of the run's files (checkpoints or feature snapshots) was looked for."""
 
-    def __init__(self, run: Path | str, epoch: int, present: list[int]):
+    def __init__(self, run: Path | str, epoch: int, present: list[int], why: str = ""):
         listed = ", ".join(map(str, present)) if present else "none"
-        super().__init__(f"{run} has no epoch {epoch}; epochs present: {listed}")
+        why = f" ({why})" if why else ""
+        super().__init__(f"{run} has no epoch {epoch}{why}; epochs present: {listed}")
 
 
 class Interrupted(Exception):

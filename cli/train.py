@@ -49,6 +49,7 @@ def train(
     compile: bool = flag("--compile"),
     seed: int = flag("--seed"),
     augment: int = flag("--augment"),
+    keep_checkpoints: str = flag("--keep-checkpoints"),
     overwrite: bool = flag("--overwrite", help="Replace the run already in --out: its checkpoints, "
                                                "snapshots and history go; other files stay."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last saved state, "

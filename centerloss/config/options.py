@@ -81,6 +81,9 @@ TABLE = [
     Option("--epoch", "epoch", "Epoch of the run [default: the latest].", default=None),
     Option("--split", "split", "train or test [default: test].", default=None, choices=SPLITS,
            wrong="{flag} must be train or test, got {value!r}"),
+    Option("--keep-checkpoints", "keep_checkpoints", "Epoch checkpoints kept in RUN/epochs/: last, "
+           "all, or N (the N latest); model.safetensors always holds the latest, and the feature "
+           "snapshots that plots read stay for every epoch."),
     Option("--overwrite", "overwrite", "Replace the output file if it exists.", default=False,
            toggle=True),
     # verification

@@ -16,7 +16,13 @@ from centerloss.config import Config
 from centerloss.errors import CheckpointError, HeaderError, MissingEpoch
 from centerloss.store.files import atomic_write
 from centerloss.store.header import read_header
-from centerloss.store.runfolder import available_epochs, checkpoint_path, history_path, model_path
+from centerloss.store.runfolder import (
+    FEATURES,
+    available_epochs,
+    checkpoint_path,
+    history_path,
+    model_path,
+)
 
 FORMAT = "cl-checkpoint/1"
 FEATURES_FORMAT = "cl-features/1"
@@ -155,7 +161,10 @@ def resolve(run: Path | str = "params", checkpoint: Path | str | None = None, ep
         return model_path(run)
     path = checkpoint_path(run, epoch)
     if not path.is_file():
-        raise MissingEpoch(run, epoch, available_epochs(run))
+        pruned = epoch in available_epochs(run, FEATURES)    # its snapshot stayed: --keep-checkpoints
+        raise MissingEpoch(run, epoch, available_epochs(run),
+                           "its checkpoint was pruned; --keep-checkpoints all keeps every "
+                           "epoch's" if pruned else "")
     return path
 
 
