@@ -22,6 +22,11 @@ class OptionError(ClError, ValueError):
     exit_code = 2
 
 
+class ConfigError(OptionError):
+    """A --config file cannot be used: missing, too large, not YAML, not a mapping, an unknown
+    key or a value of the wrong type; the message names the file and the key."""
+
+
 class TrainError(ClError):
     """Training cannot start or go on; the message says why and what to do."""
 

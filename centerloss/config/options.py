@@ -84,6 +84,13 @@ TABLE = [
     Option("--keep-checkpoints", "keep_checkpoints", "Epoch checkpoints kept in RUN/epochs/: last, "
            "all, or N (the N latest); model.safetensors always holds the latest, and the feature "
            "snapshots that plots read stay for every epoch."),
+    Option("--config", "config", "A YAML file of settings, one option: value a line, keys without "
+           "the dashes (lambda: 0.1, batch_size: 256); flags on the command line win over it. Every "
+           "run writes its own as RUN/config.yaml.", default=None),
+    Option("--print-config", "print_config", "Print the resolved config as YAML (a valid --config) "
+           "and exit without training.", default=False),
+    Option("--tensorboard", "tensorboard", "Also write TensorBoard event files into RUN/tensorboard/ "
+           "(needs: pip install 'cl[tensorboard]').", default=False),
     Option("--overwrite", "overwrite", "Replace the output file if it exists.", default=False,
            toggle=True),
     # verification

@@ -5,6 +5,8 @@ there, and clearing an old run for --overwrite. File formats are checkpoint.py's
     RUN/epochs/epoch_NNN.safetensors   the same for every epoch
     RUN/features/epoch_NNN.safetensors test (and a train sample of) features, labels, centers
     RUN/history.jsonl                  one JSON object of metrics per epoch
+    RUN/config.yaml                    the run's resolved config, itself a valid --config
+    RUN/tensorboard/                   cl train --tensorboard's event files and projector
     RUN/resume.safetensors             the state a stopped run resumes from (resume.py)
     RUN/plots/                         what cl plot draws, unless told otherwise
     RUN/.lock                          held while a run trains"""
@@ -28,11 +30,13 @@ MODEL = "model.safetensors"
 HISTORY = "history.jsonl"
 RESUME = "resume.safetensors"
 LOCK = ".lock"
+CONFIG = "config.yaml"
+TENSORBOARD = "tensorboard"
 EPOCHS, FEATURES, PLOTS = "epochs", "features", "plots"
 SUBFOLDERS = (EPOCHS, FEATURES)
 EPOCH_FILE = re.compile(r"epoch_\d{3,}\.safetensors")
 # What atomic_write leaves behind when a process is killed between creating and renaming.
-TEMP_FILE = re.compile(r"\.(model|resume|epoch_\d{3,})\.safetensors\..+\.tmp|\.history\.jsonl\..+\.tmp")
+TEMP_FILE = re.compile(r"\.(model|resume|epoch_\d{3,})\.safetensors\..+\.tmp|\.(history\.jsonl|config\.yaml)\..+\.tmp")
 
 
 def epoch_name(epoch: int) -> str:
@@ -45,6 +49,14 @@ def model_path(run: Path | str) -> Path:
 
 def history_path(run: Path | str) -> Path:
     return Path(run) / HISTORY
+
+
+def config_path(run: Path | str) -> Path:
+    return Path(run) / CONFIG
+
+
+def tensorboard_path(run: Path | str) -> Path:
+    return Path(run) / TENSORBOARD
 
 
 def resume_path(run: Path | str) -> Path:
@@ -138,7 +150,7 @@ def clear_run(out: Path) -> None:
     Every epoch file goes, not only those past the new run's last epoch: a new run that stops
     early must not leave the old run's later epochs in the folder, looking like its own."""
     out = Path(out)
-    for name in (HISTORY, RESUME, MODEL):    # history first: no listed epoch outlives its files
+    for name in (HISTORY, RESUME, MODEL, CONFIG):    # history first: no listed epoch outlives its files
         (out / name).unlink(missing_ok=True)
     for sub in SUBFOLDERS:
         for path in _ours(out / sub, EPOCH_FILE):
