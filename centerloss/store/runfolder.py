@@ -35,6 +35,11 @@ TENSORBOARD = "tensorboard"
 EPOCHS, FEATURES, PLOTS = "epochs", "features", "plots"
 SUBFOLDERS = (EPOCHS, FEATURES)
 EPOCH_FILE = re.compile(r"epoch_\d{3,}\.safetensors")
+# What TensorBoard's writer puts in RUN/tensorboard/: event files, the projector's config, and
+# per embedding a folder STEP/TAG/ of these files.
+TENSORBOARD_FILE = re.compile(r"events\.out\.tfevents\..+|projector_config\.pbtxt")
+STEP_FOLDER = re.compile(r"\d{5,}")
+PROJECTOR_FILE = re.compile(r"tensors\.tsv|metadata\.tsv|sprite\.png")
 # What atomic_write leaves behind when a process is killed between creating and renaming.
 TEMP_FILE = re.compile(r"\.(model|resume|epoch_\d{3,})\.safetensors\..+\.tmp|\.(history\.jsonl|config\.yaml)\..+\.tmp")
 
@@ -156,6 +161,33 @@ def clear_run(out: Path) -> None:
         for path in _ours(out / sub, EPOCH_FILE):
             path.unlink()
     remove_temp_files(out)
+    clear_tensorboard(out)
+
+
+def clear_tensorboard(out: Path) -> None:
+    """Remove the event files and projector files --tensorboard wrote into RUN/tensorboard/, so an
+    old run's curves do not mix with the new one's; other files (and any link) stay."""
+    folder = Path(out) / TENSORBOARD
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    for path in _ours(folder, TENSORBOARD_FILE):
+        path.unlink()
+    for step in folder.iterdir():
+        if not (STEP_FOLDER.fullmatch(step.name) and step.is_dir() and not step.is_symlink()):
+            continue
+        for tag in step.iterdir():
+            if tag.is_dir() and not tag.is_symlink():
+                for path in _ours(tag, PROJECTOR_FILE):
+                    path.unlink()
+                _remove_if_empty(tag)
+        _remove_if_empty(step)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:      # something of the user's is in it
+        pass
 
 
 @contextmanager
