@@ -59,6 +59,11 @@ class VerificationError(DataError, ValueError):
     """The pairs cannot be verified as asked: one kind of pair is missing, or too few for the folds."""
 
 
+class ImageInputError(ClError, ValueError):
+    """Images given to a loaded model (centerloss.load) are not ones it can take: the message
+    says what they are and what it takes."""
+
+
 class EmbedError(ClError):
     """Embedding cannot go on as asked; the message says which input and why."""
 
