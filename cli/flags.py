@@ -21,8 +21,9 @@ def flag(name: str, *, help: str | None = None, default: Any = _SAME) -> Any:
     value = default_of(name) if default is _SAME else default
     decls = [f"{name}/--no-{name[2:]}"] if opt.toggle else [name]
     extra: dict[str, Any] = {}
-    if opt.choices:
-        extra = {"metavar": "[" + "|".join(opt.choices) + "]", "autocompletion": completer(opt.choices)}
+    if opt.choices or opt.suggest:
+        extra = {"metavar": opt.metavar or "[" + "|".join(opt.choices) + "]",
+                 "autocompletion": completer(opt.choices or opt.suggest)}
     return typer.Option(value, *decls, help=text, show_default="[default:" not in text, **extra)
 
 

@@ -83,7 +83,7 @@ def test_choice_options_list_their_values_in_help():
                           ("--dataset", "mnist|fashion-mnist|kmnist|cifar10|folder"),
                           ("--device", "auto|cuda|mps|cpu"), ("--precision", "auto|fp32|bf16")):
         assert f"{flag} [{choices}]" in text, flag
-    assert "<str>" not in text
+    assert "--keep-checkpoints [last|all|N]" in text and "<str>" not in text
 
 
 def test_shell_completion_completes_choice_values():
@@ -91,7 +91,8 @@ def test_shell_completion_completes_choice_values():
     words = {"cl train --model ": ("3", ["lenetspp", "seed", "resnet18"]),
              "cl train --dataset f": ("3", ["fashion-mnist", "folder"]),
              "cl embed --split t": ("3", ["train", "test"]),
-             "cl eval --precision b": ("3", ["bf16"])}
+             "cl eval --precision b": ("3", ["bf16"]),
+             "cl train --keep-checkpoints ": ("3", ["last", "all"])}
     for line, (cword, expected) in words.items():
         result = subprocess.run([sys.executable, "-m", "cli"], capture_output=True, text=True,
                                 env={**env, "COMP_WORDS": line, "COMP_CWORD": cword}, timeout=60)
