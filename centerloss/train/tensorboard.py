@@ -82,9 +82,10 @@ class TensorBoardWriter(Callbacks):
         for name, value in record.items():
             if name != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(f"epoch/{name}", value, epoch)
-        view = load_run(self.run, "test", [epoch])
-        self.writer.add_image("features/test", render_rgb(epoch_figure(view, epoch)), epoch,
-                              dataformats="HWC")
+        if self.cfg.feature_dim >= 2:       # 1-D features have no picture (cl plot says so too)
+            view = load_run(self.run, "test", [epoch])
+            self.writer.add_image("features/test", render_rgb(epoch_figure(view, epoch)), epoch,
+                                  dataformats="HWC")
         if epoch == self.cfg.epochs:
             self.add_projector(epoch)
         self.writer.flush()
