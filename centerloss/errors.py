@@ -22,11 +22,6 @@ class OptionError(ClError, ValueError):
     exit_code = 2
 
 
-class ConfigError(OptionError):
-    """A --config file cannot be used: missing, too large, not YAML, not a mapping, an unknown
-    key or a value of the wrong type; the message names the file and the key."""
-
-
 class TrainError(ClError):
     """Training cannot start or go on; the message says why and what to do."""
 
@@ -59,11 +54,6 @@ class VerificationError(DataError, ValueError):
     """The pairs cannot be verified as asked: one kind of pair is missing, or too few for the folds."""
 
 
-class ImageInputError(ClError, ValueError):
-    """Images given to a loaded model (centerloss.load) are not ones it can take: the message
-    says what they are and what it takes."""
-
-
 class EmbedError(ClError):
     """Embedding cannot go on as asked; the message says which input and why."""
 
@@ -78,6 +68,16 @@ class DistributedError(ClError):
 
 class CompileError(ClError):
     """torch.compile cannot work here; the message says what is missing."""
+
+
+class ConfigError(OptionError):
+    """A --config file cannot be used: missing, too large, not YAML, not a mapping, an unknown
+    key or a value of the wrong type; the message names the file and the key."""
+
+
+class ImageInputError(ClError, ValueError):
+    """Images given to a loaded model (centerloss.load) are not ones it can take: the message
+    says what they are and what it takes."""
 
 
 class WriteError(OSError, ClError):

@@ -1,6 +1,7 @@
 """`cl train`."""
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Optional
@@ -87,7 +88,7 @@ def train(
         tensorboard = settings.pop("tensorboard", tensorboard)
         values.update(settings)
     data_dir = values["data_dir"]
-    values["data_dir"] = str(Path(data_dir).resolve()) if data_dir else ""   # saved: valid elsewhere
+    values["data_dir"] = os.path.realpath(data_dir) if data_dir else ""   # saved: keep it valid elsewhere
     dataset, batch_size = values["dataset"], values["batch_size"]
     if resume and overwrite:
         fail("--resume continues the run in --out and --overwrite replaces it; pass only one", 2)

@@ -9,7 +9,7 @@ from pathlib import Path
 from centerloss.config import file as config_file
 from centerloss.config.config import Config
 from centerloss.errors import ConfigError
-from centerloss.store.files import atomic_write, read_capped
+from centerloss.store.files import atomic_write
 from centerloss.store.runfolder import config_path
 
 
@@ -41,3 +41,13 @@ def write_run_config(run: Path | str, cfg: Config, epochs_chosen: bool = False) 
     path = config_path(run)
     atomic_write(path, config_file.dump(cfg, epochs_chosen).encode("utf-8"))
     return path
+
+
+def read_capped(path: Path, limit: int) -> bytes:
+    """The bytes of path, read up to limit + 1 so that a huge file (or /dev/zero) is never read
+    whole; ValueError when there are more than limit, OSError when it cannot be read."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit:,} bytes")
+    return data

@@ -39,13 +39,3 @@ def _atomic_write(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def read_capped(path: Path, limit: int) -> bytes:
-    """The bytes of path, read up to limit + 1 so that a huge file (or /dev/zero) is never read
-    whole; ValueError when there are more than limit, OSError when it cannot be read."""
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"larger than {limit:,} bytes")
-    return data
