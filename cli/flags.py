@@ -2,7 +2,8 @@
 only what differs in its own use of a flag (its help, say), never a default the core holds."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import typer
 

@@ -71,7 +71,7 @@ def test_shell_completion_completes_commands_and_options():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "_CL_COMPLETE": "complete_bash"}
     words = {"cl tr": ("1", "train"), "cl train --mo": ("2", "--model")}
     for line, (cword, expected) in words.items():
-        result = subprocess.run([sys.executable, "-m", "cli"], capture_output=True, text=True,
+        result = subprocess.run([sys.executable, "-m", "cli"], capture_output=True, text=True, check=False,
                                 env={**env, "COMP_WORDS": line, "COMP_CWORD": cword}, timeout=60)
         assert result.stdout.split() == [expected], (line, result.stdout, result.stderr)
     assert "--install-completion" in runner.invoke(app, ["--help"]).output
@@ -94,6 +94,6 @@ def test_shell_completion_completes_choice_values():
              "cl eval --precision b": ("3", ["bf16"]),
              "cl train --keep-checkpoints ": ("3", ["last", "all"])}
     for line, (cword, expected) in words.items():
-        result = subprocess.run([sys.executable, "-m", "cli"], capture_output=True, text=True,
+        result = subprocess.run([sys.executable, "-m", "cli"], capture_output=True, text=True, check=False,
                                 env={**env, "COMP_WORDS": line, "COMP_CWORD": cword}, timeout=60)
         assert result.stdout.split() == expected, (line, result.stdout, result.stderr)
