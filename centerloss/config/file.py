@@ -110,6 +110,8 @@ def _value(name: str, key: str, value: object, source: str) -> object:
     if not ok:
         raise ConfigError(f"{source}: key {key!r} must be {wanted}, got {_kind(value)} {value!r}")
     if isinstance(value, str) and name in PATHS:
+        if name == "out" and not value.strip():     # "" would be the current folder
+            raise ConfigError(f"{source}: key {key!r} is empty; give the run folder")
         value = os.path.expanduser(value)
     try:
         if name == "keep_checkpoints":

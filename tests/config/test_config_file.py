@@ -62,6 +62,7 @@ BAD = [
     ("bad choice", "model: vgg\n", "key 'model': unknown model 'vgg'; choose one of:", None),
     ("bad keep", "keep_checkpoints: none\n", "key 'keep_checkpoints': --keep-checkpoints must be", None),
     ("twice", "batch_size: 8\nbatch-size: 16\n", "'batch_size' and 'batch-size' set the same option", None),
+    ("empty out", "out: ''\n", "key 'out' is empty; give the run folder", None),
     ("command line only", "resume: true\n", "key 'resume': --resume is given on the command line only", None),
     ("not yaml", "lambda: [0.1\n", "not valid YAML at line 2", None),
     ("a python tag", "lambda: !!python/object/apply:os.system ['true']\n", "not valid YAML", None),
