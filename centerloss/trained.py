@@ -25,7 +25,7 @@ from centerloss.data.folder import to_mode
 from centerloss.data.registry import normalization_of
 from centerloss.device import accel
 from centerloss.device.runtime import Runtime
-from centerloss.errors import ImageInputError
+from centerloss.errors import ImageInputError, OptionError
 from centerloss.evaluation.metrics import nearest_center
 from centerloss.model.build import build_from_checkpoint
 from centerloss.store import checkpoint as ckpt_io
@@ -137,6 +137,9 @@ def load(path: str | Path = "params", epoch: int | None = None, device: str = "a
     `device` (auto: CUDA, then MPS, then the CPU). The file is checked before anything is built,
     and nothing in it is unpickled: a checkpoint from a stranger cannot run code."""
     path = Path(path)
+    if path.is_file() and epoch is not None:
+        raise OptionError(f"epoch={epoch} picks an epoch of a run folder, and {path} is a "
+                          f"checkpoint file; pass the run folder, or leave epoch out")
     file = path if path.is_file() else ckpt_io.resolve(path, None, epoch)
     ckpt = ckpt_io.load_checkpoint(file)
     runtime = Runtime.resolve(device, "fp32")

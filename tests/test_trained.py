@@ -9,7 +9,7 @@ from PIL import Image
 
 import centerloss
 from centerloss.data.registry import open_dataset
-from centerloss.errors import CheckpointError, ImageInputError
+from centerloss.errors import CheckpointError, ImageInputError, OptionError
 from centerloss.store import checkpoint as ckpt_io, runfolder
 
 
@@ -81,6 +81,10 @@ def test_images_it_cannot_take_are_one_clear_error(model, images, message):
         model(images)
 
 
-def test_a_folder_without_a_run_is_a_checkpoint_error(tmp_path):
+def test_a_folder_without_a_run_or_a_missing_epoch_is_a_clear_error(tmp_path, runs):
     with pytest.raises(CheckpointError, match="holds no trained model"):
         centerloss.load(tmp_path)
+    with pytest.raises(CheckpointError, match="has no epoch 9; epochs present: 1, 2"):
+        centerloss.load(runs["flat"], epoch=9)
+    with pytest.raises(OptionError, match="picks an epoch of a run folder"):
+        centerloss.load(runfolder.model_path(runs["flat"]), epoch=1)
