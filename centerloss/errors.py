@@ -75,6 +75,16 @@ class CompileError(ClError):
     """torch.compile cannot work here; the message says what is missing."""
 
 
+class ConfigError(OptionError):
+    """A --config file cannot be used: missing, too large, not YAML, not a mapping, an unknown
+    key or a value of the wrong type; the message names the file and the key."""
+
+
+class ImageInputError(ClError, ValueError):
+    """Images given to a loaded model (centerloss.load) are not ones it can take: the message
+    says what they are and what it takes."""
+
+
 class WriteError(OSError, ClError):
     """A file could not be written (a full disk, a folder without write permission); the message
     names it. Still an OSError, for callers that catch those."""
@@ -87,9 +97,10 @@ class MissingEpoch(CheckpointError, PlotError):
     """The run holds no such epoch: one message for eval, embed, export and plot alike, whichever
     of the run's files (checkpoints or feature snapshots) was looked for."""
 
-    def __init__(self, run: Path | str, epoch: int, present: list[int]):
+    def __init__(self, run: Path | str, epoch: int, present: list[int], why: str = ""):
         listed = ", ".join(map(str, present)) if present else "none"
-        super().__init__(f"{run} has no epoch {epoch}; epochs present: {listed}")
+        why = f" ({why})" if why else ""
+        super().__init__(f"{run} has no epoch {epoch}{why}; epochs present: {listed}")
 
 
 class Interrupted(Exception):

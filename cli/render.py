@@ -10,10 +10,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from centerloss.config import recipe
+from centerloss.config import keep, recipe
 from centerloss.config.limits import tidy_json
 from centerloss.data.batches import batches_per_epoch
 from centerloss.device import cpu
+from centerloss.model.build import checkpoint_size
+from centerloss.store.retention import disk_bound
 from centerloss.train.loop import Callbacks, LossWindow
 
 from . import liveview
@@ -44,6 +46,12 @@ def fixed(value: float, width: int = 6) -> str:
         if len(text) <= width:
             return f"{text:>{width}}"
     return text
+
+
+def checkpoint_policy(cfg, dataset) -> str:
+    """--keep-checkpoints and the disk it bounds: 'keeping 3 epoch checkpoints (13 MB at most, ...)'."""
+    each = checkpoint_size(cfg, len(dataset.classes), dataset.input_shape)
+    return f"{keep.describe(cfg.keep_checkpoints)} ({disk_bound(keep.keep_count(cfg.keep_checkpoints), each)})"
 
 
 def view_wanted(live: bool | None, feature_dim: int, console: Console) -> bool:
@@ -115,7 +123,7 @@ class TrainReporter(Callbacks):
             f"lambda {cfg.lam:g}, "
             f"alpha {cfg.alpha:g}, {plural(cfg.epochs, 'epoch', 'epochs')}{self.epochs_note(cfg, batches)} "
             f"of {plural(batches, 'batch', 'batches')} of "
-            f"{cfg.batch_size}, "
+            f"{cfg.batch_size}, {checkpoint_policy(cfg, dataset)}, "
             f"{runtime.device.type} {runtime.precision}"
             + (f", {cpu.describe()}" if runtime.device.type == "cpu" else ""),
             highlight=False)

@@ -50,6 +50,10 @@ def train(
     compile: bool = flag("--compile"),
     seed: int = flag("--seed"),
     augment: int = flag("--augment"),
+    keep_checkpoints: str = flag("--keep-checkpoints"),
+    config: Optional[Path] = flag("--config"),
+    print_config: bool = flag("--print-config"),
+    tensorboard: bool = flag("--tensorboard"),
     overwrite: bool = flag("--overwrite", help="Replace the run already in --out: its checkpoints, "
                                                "snapshots and history go; other files stay."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last saved state, "
@@ -75,10 +79,20 @@ def train(
     from .render import TrainReporter, epoch_line, plural  # here: render imports torch, --help must not
     # every parameter named as a Config field is that field (centerloss.options)
     values = {name: value for name, value in ctx.params.items() if name in CONFIG_DEFAULTS}
+    given = {name for name in ctx.params if _given(ctx, name)}
+    if config is not None:      # the file's settings, under the flags typed
+        from centerloss.store.configfile import read_config
+        settings = {k: v for k, v in read_config(config).items() if k not in given and v is not None}
+        given |= set(settings)
+        out = Path(settings.pop("out", out))
+        tensorboard = settings.pop("tensorboard", tensorboard)
+        values.update(settings)
+    data_dir = values["data_dir"]
     values["data_dir"] = os.path.realpath(data_dir) if data_dir else ""   # saved: keep it valid elsewhere
+    dataset, batch_size = values["dataset"], values["batch_size"]
     if resume and overwrite:
         fail("--resume continues the run in --out and --overwrite replaces it; pass only one", 2)
-    if dataset == "folder" and data_dir is None and not resume:
+    if dataset == "folder" and not data_dir and not resume:
         fail("--dataset folder needs --data-dir: a folder with one subfolder of images per class", 2)
     if live and (quiet or as_json):
         fail("--live draws under the progress bar, which --quiet and --json leave out; pass only one", 2)
@@ -94,9 +108,15 @@ def train(
         header = resume_mod.peek(out)
         epoch, batch = header.epoch, header.batch
         cfg = resume_mod.resume_config(header.config, {k: v for k, v in values.items()
-                                                       if _given(ctx, k)}, epoch, batch)
+                                                       if k in given}, epoch, batch)
     else:
         cfg = Config(**values)          # train() validates it, as it does any caller's
+    if print_config:
+        from centerloss.config.file import dump
+        if header is None:
+            cfg.validate()
+        print(dump(cfg), end="")
+        return
     if header is not None:
         if epoch > cfg.epochs:
             (err_console if as_json else console).print(   # --json keeps stdout for JSON only
@@ -111,26 +131,32 @@ def train(
         console.print(f"torchrun: {world} processes under DDP, each training on 1/{world} of "
                       f"every batch of {batch_size}")
     reporter = TrainReporter(console, quiet=quiet, as_json=as_json, live=live, window=live_window,
-                             auto_epochs=header is None and not _given(ctx, "epochs"))
+                             auto_epochs=header is None and "epochs" not in given)
+    callbacks = reporter
+    if tensorboard and main:
+        from centerloss.train.callbacks import Fanout
+        from centerloss.train.tensorboard import TensorBoardWriter
+        callbacks = Fanout(reporter, TensorBoardWriter(out))
     try:
-        records = run_training(cfg, out, reporter, overwrite=overwrite, resume=header or False)
+        records = run_training(cfg, out, callbacks, overwrite=overwrite, resume=header or False)
     except Interrupted as e:
-        reporter.close()
+        callbacks.close()
         err_console.print(f"{e}; resume with: cl train --resume --out {shlex.quote(str(out))}",
                           markup=False)
         raise typer.Exit(128 + e.signum)
     except KeyboardInterrupt:      # a second Ctrl-C, or one before training began
-        reporter.close()
+        callbacks.close()
         fail(f"interrupted; {saved_so_far(out)}", 130)
     except StdoutGone as e:        # `cl train --json | head -1`: the files are the run, not stdout
-        reporter.close()
+        callbacks.close()
         fail(f"{e}; training stopped, and {saved_so_far(out)}")
     except WriteError as e:        # a full disk, say: what is saved, and how to go on
-        reporter.close()
+        callbacks.close()
         fail(f"{e}; {saved_so_far(out)}" if main else f"rank {where.rank}: {e}")
     except ClError as e:
-        reporter.close()
+        callbacks.close()
         fail(str(e) if main else f"rank {where.rank}: {e}", e.exit_code)
+    callbacks.close()
     if not main:
         return
     last = records[-1]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ def test_readme_has_python_blocks():
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i + 1}" for i in range(len(BLOCKS))])
 def test_readme_python_block_runs(code, tmp_path, monkeypatch, runs):
     monkeypatch.chdir(tmp_path)          # whatever a block writes lands here
+    if 'load("params")' in code:         # the block that opens a run: the session's trained one
+        shutil.copytree(runs["flat"], tmp_path / "params")
     if "model.onnx" in code:             # the block that runs an export: `cl export` it first
         from centerloss.export.onnx import export_onnx
         export_onnx(runs["flat"] / "model.safetensors", tmp_path / "model.onnx")

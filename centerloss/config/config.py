@@ -6,7 +6,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from centerloss.config import limits
+from centerloss.config import keep, limits
 from centerloss.config.heads import DEFAULT_MARGIN, DEFAULT_SCALE, check_head
 from centerloss.config.options import FROM_CONFIG, OPTIONS, check, flag_of
 from centerloss.config.recipe import WARMUP_EPOCHS
@@ -47,6 +47,7 @@ class Config:
     precision: str = "auto"     # auto: bf16 where the device computes it natively, else fp32
     compile: bool = False       # torch.compile the model: for GPUs; slower on an AVX2 CPU (measured)
     snapshot_train: int = 10000  # train-split features stored per epoch for plots (0: none)
+    keep_checkpoints: str = keep.DEFAULT  # epoch checkpoints kept in RUN/epochs/: last, all or N
 
     def __post_init__(self) -> None:
         # the head's paper defaults are filled in here, so a checkpoint states the numbers used
@@ -66,6 +67,7 @@ class Config:
         for flag, value in (("--model", self.model), ("--precision", self.precision),
                             ("--device", self.device)):
             check(flag, value)
+        keep.keep_count(self.keep_checkpoints)
         check_numbers(self)   # every float finite, every number inside its range (limits.RANGES)
 
     def to_json(self) -> str:
@@ -81,6 +83,8 @@ class Config:
         unknown = set(raw) - names
         if unknown:
             raise ValueError(f"config metadata has unknown keys: {', '.join(sorted(unknown))}")
+        # a run written before --keep-checkpoints kept every epoch: it goes on doing so
+        raw.setdefault("keep_checkpoints", "all")
         cfg = cls(**raw)
         cfg.validate()
         return cfg

@@ -32,6 +32,8 @@ class Option:
     noun: str = ""                  # "unknown {noun} 'x'; choose one of: ..." when a choice is wrong;
     wrong: str = ""                 # else this message, or "{flag} must be one of: ...; got 'x'"
     toggle: bool = False            # a switch with its --no- form
+    suggest: tuple[str, ...] = ()   # values completed in the shell besides the choices (not enforced)
+    metavar: str = ""               # how --help shows the value, where choices do not say it
 
 
 TABLE = [
@@ -81,6 +83,17 @@ TABLE = [
     Option("--epoch", "epoch", "Epoch of the run [default: the latest].", default=None),
     Option("--split", "split", "train or test [default: test].", default=None, choices=SPLITS,
            wrong="{flag} must be train or test, got {value!r}"),
+    Option("--keep-checkpoints", "keep_checkpoints", "Epoch checkpoints kept in RUN/epochs/: last, "
+           "all, or N (the N latest); model.safetensors always holds the latest, and the feature "
+           "snapshots that plots read stay for every epoch.", suggest=("last", "all"),
+           metavar="[last|all|N]"),
+    Option("--config", "config", "A YAML file of settings, one option: value a line, keys without "
+           "the dashes (lambda: 0.1, batch_size: 256); flags on the command line win over it. Every "
+           "run writes its own as RUN/config.yaml.", default=None),
+    Option("--print-config", "print_config", "Print the resolved config as YAML (a valid --config) "
+           "and exit without training.", default=False),
+    Option("--tensorboard", "tensorboard", "Also write TensorBoard event files into RUN/tensorboard/ "
+           "(needs: pip install 'cl[tensorboard]').", default=False),
     Option("--overwrite", "overwrite", "Replace the output file if it exists.", default=False,
            toggle=True),
     # verification

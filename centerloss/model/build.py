@@ -9,6 +9,7 @@ import torch
 from centerloss.config import Config
 from centerloss.errors import CheckpointError
 from centerloss.model.nets import build_model_for
+from centerloss.store import retention
 from centerloss.store.checkpoint import Checkpoint
 
 
@@ -38,3 +39,13 @@ def build_from_checkpoint(ckpt: Checkpoint, path: Path | str = "checkpoint") -> 
     model = build_model_for(ckpt.config, len(ckpt.classes), ckpt.input_shape)
     model.load_state_dict(ckpt.model_state)
     return model
+
+
+def checkpoint_size(config: Config, num_classes: int, input_shape: list[int]) -> int:
+    """An upper bound of the size of one checkpoint of this model on disk, in bytes, from the
+    model built on the meta device (shapes only: nothing of that size is allocated)."""
+    with torch.device("meta"):
+        state = build_model_for(config, num_classes, input_shape).state_dict()
+    tensor_bytes = sum(v.numel() * v.element_size() for v in state.values())
+    tensor_bytes += num_classes * config.feature_dim * 4            # the centers, fp32
+    return retention.checkpoint_bytes(tensor_bytes, len(state) + 1, num_classes)

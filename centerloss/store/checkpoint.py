@@ -17,6 +17,7 @@ from centerloss.errors import CheckpointError, HeaderError, MissingEpoch
 from centerloss.store.files import atomic_write, read_lines
 from centerloss.store.header import read_header
 from centerloss.store.runfolder import (
+    FEATURES,
     available_epochs,
     check_entries,
     checkpoint_path,
@@ -182,7 +183,10 @@ def resolve(run: Path | str = "params", checkpoint: Path | str | None = None, ep
         return model_path(run)
     path = checkpoint_path(run, epoch)
     if not path.is_file():
-        raise MissingEpoch(run, epoch, available_epochs(run))
+        pruned = epoch in available_epochs(run, FEATURES)    # its snapshot stayed: --keep-checkpoints
+        raise MissingEpoch(run, epoch, available_epochs(run),
+                           "its checkpoint was pruned; --keep-checkpoints all keeps every "
+                           "epoch's" if pruned else "")
     return path
 
 

@@ -5,6 +5,8 @@ there, and clearing an old run for --overwrite. File formats are checkpoint.py's
     RUN/epochs/epoch_NNN.safetensors   the same for every epoch
     RUN/features/epoch_NNN.safetensors test (and a train sample of) features, labels, centers
     RUN/history.jsonl                  one JSON object of metrics per epoch
+    RUN/config.yaml                    the run's resolved config, itself a valid --config
+    RUN/tensorboard/                   cl train --tensorboard's event files and projector
     RUN/resume.safetensors             the state a stopped run resumes from (resume.py)
     RUN/plots/                         what cl plot draws, unless told otherwise
     RUN/.lock                          held while a run trains"""
@@ -29,11 +31,18 @@ MODEL = "model.safetensors"
 HISTORY = "history.jsonl"
 RESUME = "resume.safetensors"
 LOCK = ".lock"
+CONFIG = "config.yaml"
+TENSORBOARD = "tensorboard"
 EPOCHS, FEATURES, PLOTS = "epochs", "features", "plots"
 SUBFOLDERS = (EPOCHS, FEATURES)
 EPOCH_FILE = re.compile(r"epoch_\d{3,}\.safetensors")
+# What TensorBoard's writer puts in RUN/tensorboard/: event files, the projector's config, and
+# per embedding a folder STEP/TAG/ of these files.
+TENSORBOARD_FILE = re.compile(r"events\.out\.tfevents\..+|projector_config\.pbtxt")
+STEP_FOLDER = re.compile(r"\d{5,}")
+PROJECTOR_FILE = re.compile(r"tensors\.tsv|metadata\.tsv|sprite\.png")
 # What atomic_write leaves behind when a process is killed between creating and renaming.
-TEMP_FILE = re.compile(r"\.(model|resume|epoch_\d{3,})\.safetensors\..+\.tmp|\.history\.jsonl\..+\.tmp")
+TEMP_FILE = re.compile(r"\.(model|resume|epoch_\d{3,})\.safetensors\..+\.tmp|\.(history\.jsonl|config\.yaml)\..+\.tmp")
 
 
 def epoch_name(epoch: int) -> str:
@@ -46,6 +55,14 @@ def model_path(run: Path | str) -> Path:
 
 def history_path(run: Path | str) -> Path:
     return Path(run) / HISTORY
+
+
+def config_path(run: Path | str) -> Path:
+    return Path(run) / CONFIG
+
+
+def tensorboard_path(run: Path | str) -> Path:
+    return Path(run) / TENSORBOARD
 
 
 def resume_path(run: Path | str) -> Path:
@@ -80,9 +97,9 @@ def check_entries(run: Path | str) -> None:
     run = Path(run)
     if not os.path.isdir(run):
         return
-    for name in (MODEL, HISTORY, RESUME, LOCK):
+    for name in (MODEL, HISTORY, RESUME, LOCK, CONFIG):
         check_entry(run / name)
-    for sub in (*SUBFOLDERS, PLOTS):
+    for sub in (*SUBFOLDERS, PLOTS, TENSORBOARD):
         check_entry(run / sub, folder=True)
     for sub in SUBFOLDERS:
         for path in _named(run / sub, EPOCH_FILE):
@@ -156,12 +173,39 @@ def clear_run(out: Path) -> None:
     early must not leave the old run's later epochs in the folder, looking like its own."""
     out = Path(out)
     check_entries(out)          # nothing is removed unless every entry is what its name says
-    for name in (HISTORY, RESUME, MODEL):    # history first: no listed epoch outlives its files
+    for name in (HISTORY, RESUME, MODEL, CONFIG):    # history first: no listed epoch outlives its files
         (out / name).unlink(missing_ok=True)
     for sub in SUBFOLDERS:
         for path in _ours(out / sub, EPOCH_FILE):
             path.unlink()
     remove_temp_files(out)
+    clear_tensorboard(out)
+
+
+def clear_tensorboard(out: Path) -> None:
+    """Remove the event files and projector files --tensorboard wrote into RUN/tensorboard/, so an
+    old run's curves do not mix with the new one's; other files (and any link) stay."""
+    folder = Path(out) / TENSORBOARD
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    for path in _ours(folder, TENSORBOARD_FILE):
+        path.unlink()
+    for step in folder.iterdir():
+        if not (STEP_FOLDER.fullmatch(step.name) and step.is_dir() and not step.is_symlink()):
+            continue
+        for tag in step.iterdir():
+            if tag.is_dir() and not tag.is_symlink():
+                for path in _ours(tag, PROJECTOR_FILE):
+                    path.unlink()
+                _remove_if_empty(tag)
+        _remove_if_empty(step)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:      # something of the user's is in it
+        pass
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from centerloss.config.config import Config
+from centerloss.config.keep import keep_count
 from centerloss.config.recipe import Schedule, epochs_for
 from centerloss.data import batches as batch_mod
 from centerloss.data.registry import dataset_for
@@ -26,7 +27,7 @@ from centerloss.evaluation.evaluate import evaluate_epoch
 from centerloss.model.center_loss import CenterLoss
 from centerloss.model.heads import Loss, softmax_loss, training_loss
 from centerloss.model.nets import build_model_for
-from centerloss.store import checkpoint as ckpt_io, runfolder
+from centerloss.store import checkpoint as ckpt_io, configfile, retention, runfolder
 from centerloss.store.runfolder import check_out_dir
 from centerloss.train import preflight, resume as resume_mod
 from centerloss.train.guard import Guard, GuardEvent
@@ -141,6 +142,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: Dataset | None, overw
             raise TrainError(str(e)) from e
     batches = batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
     # From here on the run's epochs are a number, in every file it writes and for --resume.
+    chosen = cfg.epochs is None and not state          # config.yaml says the rule chose them
     cfg = dataclasses.replace(cfg, epochs=epochs_for(cfg, batches))
     schedule = Schedule.for_run(cfg, batches)
     if state:
@@ -151,6 +153,8 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: Dataset | None, overw
             ckpt_io.write_history(out, history)
     elif overwrite and ctx.is_main:      # only now: bad flags or data above leave the old run untouched
         runfolder.clear_run(out)
+    if ctx.is_main:
+        configfile.write_run_config(out, cfg, chosen)
 
     def save_state(progress: EpochProgress) -> Path:
         path = resume_mod.state_path(out)
@@ -187,6 +191,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: Dataset | None, overw
             history.append(record)
             saved = save_state(progress)
             ckpt_io.write_history(out, history)
+            retention.prune(out, keep_count(cfg.keep_checkpoints))    # after the history: --keep-checkpoints
             cb.on_epoch_end(record)
             if stop.requested and epoch < cfg.epochs:
                 raise Interrupted(stop.signum, epoch + 1, 0, batches, saved)

@@ -27,7 +27,8 @@ from centerloss.store.runfolder import RESUME, check_entries, resume_path as sta
 FORMAT = "cl-resume/1"
 # Flags that change how or how long a run trains, not what it trains: a resumed run may change
 # them. Any other flag given with --resume must repeat the run's own value.
-FREE_ON_RESUME = ("epochs", "device", "precision", "data_dir", "memory_mb", "workers", "compile")
+FREE_ON_RESUME = ("epochs", "device", "precision", "data_dir", "memory_mb", "workers", "compile",
+                  "keep_checkpoints")
 
 
 @dataclass

@@ -71,7 +71,29 @@ def test_shell_completion_completes_commands_and_options():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "_CL_COMPLETE": "complete_bash"}
     words = {"cl tr": ("1", "train"), "cl train --mo": ("2", "--model")}
     for line, (cword, expected) in words.items():
-        result = subprocess.run([sys.executable, "-m", "cli"], capture_output=True, text=True,
+        result = subprocess.run([sys.executable, "-m", "cli"], capture_output=True, text=True, check=False,
                                 env={**env, "COMP_WORDS": line, "COMP_CWORD": cword}, timeout=60)
         assert result.stdout.split() == [expected], (line, result.stdout, result.stderr)
     assert "--install-completion" in runner.invoke(app, ["--help"]).output
+
+
+def test_choice_options_list_their_values_in_help():
+    text = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    for flag, choices in (("--model", "lenetspp|seed|resnet18"), ("--head", "softmax|sphereface|cosface|arcface"),
+                          ("--dataset", "mnist|fashion-mnist|kmnist|cifar10|folder"),
+                          ("--device", "auto|cuda|mps|cpu"), ("--precision", "auto|fp32|bf16")):
+        assert f"{flag} [{choices}]" in text, flag
+    assert "--keep-checkpoints [last|all|N]" in text and "<str>" not in text
+
+
+def test_shell_completion_completes_choice_values():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "_CL_COMPLETE": "complete_bash"}
+    words = {"cl train --model ": ("3", ["lenetspp", "seed", "resnet18"]),
+             "cl train --dataset f": ("3", ["fashion-mnist", "folder"]),
+             "cl embed --split t": ("3", ["train", "test"]),
+             "cl eval --precision b": ("3", ["bf16"]),
+             "cl train --keep-checkpoints ": ("3", ["last", "all"])}
+    for line, (cword, expected) in words.items():
+        result = subprocess.run([sys.executable, "-m", "cli"], capture_output=True, text=True, check=False,
+                                env={**env, "COMP_WORDS": line, "COMP_CWORD": cword}, timeout=60)
+        assert result.stdout.split() == expected, (line, result.stdout, result.stderr)
