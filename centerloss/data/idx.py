@@ -82,9 +82,9 @@ def read_idx(path: Path, ndim: int) -> torch.Tensor:
                 raise DataError(f"{path}: declares {kind} of shape {shape}, which cl does not "
                                 f"read; fetch the file again")
             if opener is open and size > os.path.getsize(path) - len(head):
-                raise DataError(f"{path}: declares {kind} of shape {shape} but holds "
-                                f"{os.path.getsize(path) - len(head)} bytes after its header; the "
-                                f"file is truncated or damaged: fetch it again")
+                raise DataError(f"{path}: holds {os.path.getsize(path) - len(head)} bytes of {kind} "
+                                f"where its header declares {size} {shape}; the file is truncated "
+                                f"or damaged: fetch it again")
             body = f.read(size)
             extra = f.read(1)
     except (OSError, EOFError, zlib.error) as e:     # EOFError: a truncated .gz
