@@ -206,6 +206,19 @@ def test_cli_writes_the_default_file_and_says_so(run_copy, args, written):
         assert im.size == ((1000, 700) if "curves" in written else (800, 650))
 
 
+def test_the_train_split_has_default_names_of_its_own(run_copy, runs):
+    """`--split train` after the test picture (or before it) leaves the other one as it was."""
+    assert cl("plot", "--run", run_copy).exit_code == 0
+    test_png = (run_copy / "plots" / "epoch_002.png").read_bytes()
+    for args, written in ((["--split", "train"], "epoch_002_train.png"),
+                          (["--split", "train", "--gif"], "features_train.gif")):
+        result = cl("plot", "--run", run_copy, *args)
+        assert result.stdout == f"wrote {run_copy / 'plots' / written}\n", result.output
+    result = cl("plot", "--split", "train", "--compare", run_copy, runs["wide"])
+    assert result.stdout == f"wrote {run_copy / 'plots' / 'compare_train.png'}\n", result.output
+    assert (run_copy / "plots" / "epoch_002.png").read_bytes() == test_png
+
+
 def test_cli_compare_writes_into_the_first_run(run_copy, runs, tmp_path):
     result = cl("plot", "--compare", run_copy, runs["wide"])
     assert result.exit_code == 0, result.output
