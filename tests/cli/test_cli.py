@@ -33,6 +33,15 @@ def test_train_then_eval_json(easy_data, tmp_path):
                for v in (report["accuracy"], report["compactness"], report["intra_distance"]))
 
 
+def test_eval_table_names_a_class_once_when_its_name_is_its_index(runs):
+    """MNIST's classes are named 0-9: the confusion table's rows say "3", not "3 3"."""
+    result = runner.invoke(app, ["eval", "--run", str(runs["flat"]), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = [l.split() for l in result.output.splitlines() if l.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == [str(i) for i in range(10)], result.output
+    assert all(r[1].endswith("%") for r in rows)      # the accuracy follows the one name
+
+
 def test_train_json_lines_are_one_object_per_epoch(easy_data, tmp_path):
     result = runner.invoke(app, ["train", "--model", "seed", "--epochs", "1", "--batch-size", "100",
                                  "--data-dir", str(easy_data), "--out", str(tmp_path / "r"), "--json"])
