@@ -108,6 +108,7 @@ class TrainReporter(Callbacks):
             return
         # the loop's own count: a last batch too small for BatchNorm is dropped (batches.py)
         batches = batches_per_epoch(len(dataset.train), cfg.batch_size, runtime.ctx.world)
+        batch = min(cfg.batch_size, len(dataset.train))     # 54 images make one batch of 54
         self.console.print(
             f"cl train: {cfg.model} on {dataset.name} ({len(dataset.train):,} train / "
             f"{len(dataset.test):,} test), {cfg.feature_dim}-D features, "
@@ -115,17 +116,25 @@ class TrainReporter(Callbacks):
             f"lambda {cfg.lam:g}, "
             f"alpha {cfg.alpha:g}, {plural(cfg.epochs, 'epoch', 'epochs')}{self.epochs_note(cfg, batches)} "
             f"of {plural(batches, 'batch', 'batches')} of "
-            f"{cfg.batch_size}, "
+            f"{batch}, "
             f"{runtime.device.type} {runtime.precision}"
             + (f", {cpu.describe()}" if runtime.device.type == "cpu" else ""),
             highlight=False)
+        for note in recipe.notes(cfg, len(dataset.test)):
+            self.console.print(f"note: {note}", highlight=False)
 
     def epochs_note(self, cfg, batches: int) -> str:
         """Why the run has more epochs than the default, when it chose them itself, and what to do
-        when even the most it raises them to leaves the run short of steps."""
-        if not self.auto_epochs or cfg.epochs <= recipe.DEFAULT_EPOCHS:
-            return ""
+        when its steps are fewer than the recipe aims at, whoever chose the epochs."""
         steps = cfg.epochs * batches
+        if not self.auto_epochs:
+            if steps >= recipe.MIN_STEPS:
+                return ""
+            return (f" ({steps:,} step{'' if steps == 1 else 's'}, fewer than the "
+                    f"{recipe.MIN_STEPS:,} the recipe aims at; "
+                    f"{recipe.steps_advice(cfg.epochs, batches)})")
+        if cfg.epochs <= recipe.DEFAULT_EPOCHS:
+            return ""
         if steps < recipe.MIN_STEPS:
             return (f" (the default {recipe.DEFAULT_EPOCHS} raised to its limit: {steps:,} steps, "
                     f"fewer than the {recipe.MIN_STEPS:,} it aims at; a smaller --batch-size makes "

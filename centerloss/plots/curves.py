@@ -38,7 +38,7 @@ def curves_figure(run: Path | str) -> Figure:
     cfg, dataset = run_config_of(run)
     epochs = [r["epoch"] for r in history]
     fig = Figure(figsize=(10.0, 7.0), dpi=DPI)
-    fig.text(0.07, 0.96, f"{dataset_title(dataset)}  ·  {MODEL_TITLES.get(cfg.model, cfg.model)}  ·  "
+    fig.text(0.07, 0.96, f"{dataset_title(dataset, cfg.data_dir)}  ·  {MODEL_TITLES.get(cfg.model, cfg.model)}  ·  "
              f"{head_title(cfg)}  ·  "
              f"λ = {cfg.lam:g}, α = {cfg.alpha:g}  ·  {cfg.feature_dim}-D features  ·  "
              f"{len(history)} epoch{'' if len(history) == 1 else 's'}", fontsize=13, weight="bold",

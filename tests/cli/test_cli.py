@@ -79,7 +79,12 @@ def test_train_says_when_it_raised_the_default_epochs(easy_data, tmp_path, monke
     assert [h["epoch"] for h in ckpt_io.read_history(out)] == [1, 2]
     result = runner.invoke(app, [*flags, "--epochs", "1", "--out", str(tmp_path / "given")])
     assert result.exit_code == 0, result.output
-    assert "1 epoch of 3 batches" in result.output and "default 1 raised" not in result.output
+    assert "default 1 raised" not in result.output
+    # epochs the user chose are never raised, but a run short of steps says so and what to change
+    assert ("1 epoch (3 steps, fewer than the 6 the recipe aims at; --epochs 2 makes 6, a smaller "
+            "--batch-size more steps an epoch) of 3 batches") in " ".join(result.output.split())
+    result = runner.invoke(app, [*flags, "--epochs", "2", "--out", str(tmp_path / "enough")])
+    assert "2 epochs of 3 batches" in result.output, result.output
     # a batch near the data set's size, where even the most epochs the default takes are too few
     monkeypatch.setattr(recipe, "MIN_STEPS", 9)
     monkeypatch.setattr(recipe, "MAX_AUTO_EPOCHS", 2)
@@ -95,4 +100,4 @@ def test_start_line_counts_the_batches_the_loop_trains(easy_data, tmp_path):
     result = runner.invoke(app, ["train", "--model", "seed", "--batch-size", "599", "--epochs", "1",
                                  "--data-dir", str(easy_data), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
-    assert "1 epoch of 1 batch of 599" in result.output
+    assert "of 1 batch of 599" in result.output
