@@ -117,7 +117,7 @@ class Schedule:
 # With 2-D features a lambda above LARGEST_2D_LAMBDA lets the center loss outweigh softmax: the
 # features collapse onto their centers before the classes separate. One epoch of the full MNIST
 # reached 30.5% at lambda 10 against 98.0% at 0.1, 98.2% at 0.01 and 69.7% at 1 (softmax; 96.3%
-# by the nearest center), and a 4,000-image run at the default epochs ended at 31.4%.
+# by the nearest center; docs/recipe.md, the grids).
 LARGEST_2D_LAMBDA = 1.0
 # A test split of N images moves its accuracy in steps of 100/N %: under SMALL_TEST a step is
 # over a point, larger than most differences between runs.
