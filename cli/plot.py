@@ -24,7 +24,7 @@ def plot(
                                                        "features kept per epoch)."),
     gif: bool = typer.Option(False, "--gif", help="Animate every epoch on the same axes [RUN/plots/features.gif; "
                              "features_train.gif with --split train]."),
-    curves: bool = typer.Option(False, "--curves", help="Losses, accuracies and compactness per epoch "
+    curves: bool = typer.Option(False, "--curves", help="Losses, accuracies, compactness and the learning rate per epoch "
                                 "[RUN/plots/curves.png]."),
     compare: bool = typer.Option(False, "--compare", help="One panel per run given as arguments, the same "
                                  "epoch of each (--epoch, else each run's last) [RUN_A/plots/compare.png]."),
