@@ -24,8 +24,8 @@ def plot(
                                                        "features kept per epoch)."),
     gif: bool = typer.Option(False, "--gif", help="Animate every epoch on the same axes [RUN/plots/features.gif; "
                              "features_train.gif with --split train]."),
-    curves: bool = typer.Option(False, "--curves", help="Losses, accuracies, compactness and the learning rate per epoch "
-                                "[RUN/plots/curves.png]."),
+    curves: bool = typer.Option(False, "--curves", help="Losses, accuracies, compactness and the "
+                                "learning rate per epoch [RUN/plots/curves.png]."),
     compare: bool = typer.Option(False, "--compare", help="One panel per run given as arguments, the same "
                                  "epoch of each (--epoch, else each run's last) [RUN_A/plots/compare.png]."),
     roc: bool = typer.Option(False, "--roc", help="Verification ROC from pairs drawn (seed 0) from the test "
