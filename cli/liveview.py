@@ -30,11 +30,35 @@ TAB10 = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103
          (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 
 
-def class_colors(n: int) -> list[tuple[int, int, int]]:
-    """tab10 for up to ten classes; beyond, hues a golden angle apart, so neighbours differ."""
+# A 16-colour terminal (rich's ColorSystem.STANDARD) shows tab10 as fewer colours: 5 and 7 both
+# grey, 0 and 9 both cyan. These ten ANSI colours stand in for tab10's, in its order (blue,
+# orange as yellow, green, red, purple as magenta, brown as bright red, pink as bright magenta,
+# grey, olive as bright yellow, cyan), and leave out black and white, which vanish on one
+# background or the other. Classes past ten repeat them with another glyph (GLYPHS).
+STANDARD10 = (4, 3, 2, 1, 5, 9, 13, 8, 11, 6)
+GLYPHS = "+x*o#%@&"
+FEW_COLORS = ("standard", "windows")      # rich's names of the 16- and 8-colour systems
+Color = tuple[int, int, int] | int         # RGB, or an ANSI colour number
+
+
+def class_colors(n: int, color_system: str | None = "truecolor") -> list[Color]:
+    """tab10 for up to ten classes; beyond, hues a golden angle apart, so neighbours differ. On a
+    16-colour terminal, STANDARD10's ANSI numbers, repeated past ten (class_glyphs tells those
+    apart)."""
+    if color_system in FEW_COLORS:
+        return [STANDARD10[i % len(STANDARD10)] for i in range(n)]
     if n <= len(TAB10):
         return list(TAB10[:n])
     return [tuple(int(255 * v) for v in colorsys.hsv_to_rgb((i * 0.381966) % 1.0, 0.75, 0.9))
+            for i in range(n)]
+
+
+def class_glyphs(n: int, color_system: str | None = "truecolor") -> list[str]:
+    """How each class's points are drawn: braille dots, or on a 16-colour terminal past the tenth
+    class, whose colour another class has, a glyph of its own per ten classes."""
+    if color_system not in FEW_COLORS:
+        return ["braille"] * n
+    return ["braille" if i < len(STANDARD10) else GLYPHS[(i // len(STANDARD10) - 1) % len(GLYPHS)]
             for i in range(n)]
 
 
@@ -110,12 +134,16 @@ def canvas_dots(size: tuple[int, int], classes: Sequence[str], note: str) -> tup
 
 
 def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, limits: Limits,
-                 size: tuple[int, int], classes: Sequence[str], note: str = "") -> RenderableType:
+                 size: tuple[int, int], classes: Sequence[str], note: str = "",
+                 color_system: str | None = "truecolor") -> RenderableType:
     """The scatter of `points` (N x 2) coloured by `labels`, each center as its class's index on
-    its colour, within `limits`, `size` = (columns, rows) in all, the legend to the right."""
+    its colour, within `limits`, `size` = (columns, rows) in all, the legend to the right.
+    `color_system` is the console's (rich's name): on a 16-colour one, class_colors' ANSI ten."""
     import plotext  # 0.1 s to import: only when a view is drawn
 
-    colors = class_colors(len(classes))
+    colors = class_colors(len(classes), color_system)
+    glyphs = class_glyphs(len(classes), color_system)
+    black = 0 if color_system in FEW_COLORS else (0, 0, 0)
     names = class_names(classes)
     legend = legend_width(classes)
     fig = plotext.figure
@@ -128,12 +156,12 @@ def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, li
     if len(points):
         # one signal in a fixed shuffled order: where classes share a cell, none is always on top
         order = np.random.default_rng(0).permutation(len(points))
-        dots = [plotext.marker("braille", plotext.pixel(foreground=c)) for c in colors]
+        dots = [plotext.marker(g, plotext.pixel(foreground=c)) for c, g in zip(colors, glyphs)]
         fig.draw(fig.signal(points[order, 0].tolist(), points[order, 1].tolist(),
                             marker=[dots[k] for k in labels[order]]))
     for k, (x, y) in enumerate(centers):
         if limits.x0 <= x <= limits.x1 and limits.y0 <= y <= limits.y1:
-            badge = plotext.pixel(foreground=(0, 0, 0), background=colors[k], style="bold")
+            badge = plotext.pixel(foreground=black, background=colors[k], style="bold")
             fig.draw(fig.signal([float(x)], [float(y)], marker=plotext.marker(center_mark(k), badge)))
     for axis, lo, hi in (("x", limits.x0, limits.x1), ("y", limits.y0, limits.y1)):
         ruler = fig.ruler(axis)
@@ -145,7 +173,8 @@ def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, li
     key = Text(no_wrap=True, overflow="ellipsis")
     shown = names if len(names) <= rows - 2 else names[:rows - 3]   # no taller than the plot
     for k, name in enumerate(shown):
-        key.append("⣿⣿ ", style=rgb(colors[k])).append(name + "\n")
+        swatch = "⣿⣿ " if glyphs[k] == "braille" else glyphs[k] * 2 + " "
+        key.append(swatch, style=rgb(colors[k])).append(name + "\n")
     if len(shown) < len(names):
         key.append(f"+{len(names) - len(shown)} more\n", style="dim")
     key.append("\n").append(CENTER_ENTRY[0], style=f"bold black on {rgb(colors[0])}")
@@ -176,8 +205,9 @@ def center_mark(k: int) -> str:
     return "0123456789abcdefghijklmnopqrstuvwxyz"[k] if k < 36 else "*"
 
 
-def rgb(color: tuple[int, int, int]) -> str:
-    return "rgb({},{},{})".format(*color)
+def rgb(color: Color) -> str:
+    """The colour as rich writes a style: rgb(r,g,b), or color(n) for an ANSI number."""
+    return f"color({color})" if isinstance(color, int) else "rgb({},{},{})".format(*color)
 
 
 class Drawn:
@@ -263,8 +293,9 @@ class LiveView:
     """What the reporter draws under the bar: call redraw() when the bar refreshes; `frame` is
     the latest picture. The axes move smoothly between redraws (follow)."""
 
-    def __init__(self, classes: Sequence[str], dim: int):
+    def __init__(self, classes: Sequence[str], dim: int, color_system: str | None = "truecolor"):
         self.classes = list(classes)
+        self.color_system = color_system
         self.ring = FeatureRing()
         self.centers: torch.Tensor | None = None
         self.projection = Projection(dim) if dim > 2 else None
@@ -307,7 +338,8 @@ class LiveView:
         features, labels, centers, note = snap
         target = square_dots(cloud_limits(features, centers), canvas_dots(size, self.classes, note))
         self.limits = follow(self.limits, target)
-        self.frame = Drawn(render_frame(features, labels, centers, self.limits, size, self.classes, note))
+        self.frame = Drawn(render_frame(features, labels, centers, self.limits, size, self.classes, note,
+                                        self.color_system))
         cost = time.perf_counter() - start
         self.draws += 1
         self.draw_seconds += cost

@@ -100,7 +100,7 @@ class TrainReporter(Callbacks):
         self.start = time.perf_counter()
         self.draw_view = self.live and view_wanted(self.live_flag, cfg.feature_dim, self.console)
         if self.draw_view or self.window_wanted:
-            self.view = liveview.LiveView(dataset.classes, cfg.feature_dim)
+            self.view = liveview.LiveView(dataset.classes, cfg.feature_dim, self.console.color_system)
         if self.window_wanted:
             from .livewindow import FeatureWindow  # pyplot and a GUI toolkit: only when asked
             self.window = FeatureWindow(dataset.classes, f"cl train: {cfg.model} on {dataset.name}")
@@ -189,8 +189,10 @@ class TrainReporter(Callbacks):
 
     def on_epoch_end(self, record: dict) -> None:
         if self.progress is not None:
-            self.progress.stop()
+            self.progress.stop()       # transient: the bar and the view go with it ...
             self.progress = None
+            if self.draw_view and self.view.frame is not None and record["epoch"] == self.epochs:
+                self.console.print(self.view.frame)   # ... but the last picture stays on screen
         snap = self.view.snapshot() if self.window is not None else None
         if snap is not None:
             points, labels, centers, note = snap
