@@ -14,6 +14,7 @@ from centerloss.config import recipe
 from centerloss.config.limits import tidy_json
 from centerloss.data.batches import batches_per_epoch
 from centerloss.device import cpu
+from centerloss.evaluation.verification import FEW_IMPOSTORS
 from centerloss.train.loop import Callbacks, LossWindow
 
 from . import liveview
@@ -229,6 +230,9 @@ def print_verification(console: Console, v: dict, source: str) -> None:
     for far, tar in v["tar_at_far"].items():
         # below 1 / (non-matching pairs) a false accept rate cannot be measured, only bounded
         note = "  (too few non-matching pairs to measure)" if float(far) < v["far_resolution"] else ""
+        admitted = int(float(far) * v["non_matching"] + 1e-9)    # impostors its threshold may pass
+        if not note and admitted < FEW_IMPOSTORS:
+            note = f"  (rests on at most {plural(admitted, 'impostor pair', 'impostor pairs')})"
         table.add_row(f"TAR at FAR {far}", f"{tar:.2%}{note}")
     table.add_row(f"{v['folds']}-fold accuracy", f"{v['accuracy']:.2%} +- {v['accuracy_std']:.2%}")
     table.add_row("mean best threshold", f"{v['threshold']:.4f}")

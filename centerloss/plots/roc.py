@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from centerloss.config.options import OPTIONS
-from centerloss.evaluation.verification import FARS, auc, verify_features
+from centerloss.evaluation.verification import FARS, FEW_IMPOSTORS, auc, verify_features
 from centerloss.plots.save import save_figure
 from centerloss.plots.snapshots import PlotError, check_epoch, snapshot_epochs
 from centerloss.store.checkpoint import read_tensors
@@ -22,7 +22,6 @@ PAIRS = OPTIONS["--num-pairs"].default    # pairs drawn per run: as many as cl e
 # (false accept rates, true accept rates), and where known the number of impostor (non-matching)
 # pairs they were counted on
 Curve = tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, int]
-FEW_IMPOSTORS = 10   # a TAR at a FAR that admits fewer impostor pairs than this moves with each one
 
 
 def impostors_at_far(fpr: torch.Tensor, tpr: torch.Tensor, far: float, impostors: int) -> int:

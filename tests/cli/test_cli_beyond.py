@@ -68,6 +68,8 @@ def test_eval_verify_reports_the_verification_figures(run):
                                "--num-pairs", "200", "--metric", "euclidean"]).output
     assert "verification: 200 pairs (100 matching), euclidean scores" in text
     assert "ROC AUC" in text and "TAR at FAR 0.001" in text and "too few non-matching" in text
+    # 100 non-matching pairs: FAR 0.01 admits one of them, which the figure then rests on
+    assert "(rests on at most 1 impostor pair)" in " ".join(text.split())
 
 
 def test_eval_pairs_reads_a_pairs_file(run, tmp_path):
