@@ -57,14 +57,12 @@ def head_defaults(head: str, feature_dim: int) -> tuple[float, float]:
 
 def defaults_rule(what: str) -> str:
     """The default margins or scales in words, for --margin's and --scale's help."""
-    if what == "margin":
-        paper = ", ".join(f"{h} {DEFAULT_MARGIN[h]:g}" for h in ANGULAR_HEADS)
-        narrow = ", ".join(f"{h} {NARROW_MARGIN[h]:g}" for h in ANGULAR_HEADS)
-    else:
-        paper = f"{DEFAULT_SCALE:g}"
-        narrow = ", ".join(f"{h} {NARROW_SCALE[h]:g}" for h in ANGULAR_HEADS)
-    return (f"[default: the paper's, {paper}; with features of {NARROW_DIM} dimensions or fewer, "
-            f"which cannot meet those, {narrow}]")
+    paper, narrow = (DEFAULT_MARGIN, NARROW_MARGIN) if what == "margin" else (
+        dict.fromkeys(ANGULAR_HEADS, DEFAULT_SCALE), NARROW_SCALE)
+    said = ", ".join(f"{h} {paper[h]:g}" for h in ANGULAR_HEADS)
+    changed = ", ".join(f"{h} {narrow[h]:g}" for h in ANGULAR_HEADS if narrow[h] != paper[h])
+    return (f"[default: the papers': {said}; with features of {NARROW_DIM} dimensions or fewer, "
+            f"which cannot meet the papers' margins: {changed}]")
 
 
 def is_angular(head: str) -> bool:

@@ -139,6 +139,11 @@ def test_two_dimensional_features_get_margins_they_can_meet():
     # a 2-D checkpoint saved under the papers' defaults states them, so it loads as it trained
     saved = Config(head="cosface", margin=0.35, scale=64.0).to_json()
     assert (Config.from_json(saved).margin, Config.from_json(saved).scale) == (0.35, 64.0)
+    # --help states the rule from the same table
+    from centerloss.config.options import OPTIONS
+    assert "cosface 0.35, arcface 0.5; with features of 2 dimensions or fewer" in OPTIONS["--margin"].help
+    assert OPTIONS["--margin"].help.endswith(": cosface 0.1, arcface 0.2].")
+    assert OPTIONS["--scale"].help.endswith(": cosface 16, arcface 16].")
 
 
 @pytest.mark.parametrize("head", ["sphereface", "cosface", "arcface"])
