@@ -68,6 +68,20 @@ def test_the_default_run_has_one_cosine_and_no_restart():
     assert s(s.total - 1) < 1e-6 * s.lr and s(s.total) == 0.0
 
 
+def test_a_resumed_run_follows_one_cosine_from_where_it_stopped(tmp_path):
+    """The rate is a function of the step and the run's length alone, so a run begun under
+    another schedule (0.1.0's restart) or extended with --epochs goes on along the one cosine of
+    its new length from the step where it stopped."""
+    from support.runs import make_data, tiny_config
+    data = make_data(tmp_path / "data")            # 48 images in batches of 16: 3 steps an epoch
+    out = tmp_path / "run"
+    train(tiny_config(data, epochs=2), out)
+    history = train(tiny_config(data, epochs=4), out, resume=True)
+    longer = Schedule.for_run(tiny_config(data, epochs=4), 3)
+    assert [r["lr"] for r in history[2:]] == pytest.approx([longer(3 * 3 - 1), longer(4 * 3 - 1)])
+    assert history[2]["lr"] > history[3]["lr"] > 0
+
+
 def test_schedule_warms_up_then_decays_to_zero():
     s = Schedule(lr=0.1, warmup=10, total=110)
     assert abs(s(0) - 0.01) < 1e-12 and abs(s(9) - 0.1) < 1e-12
