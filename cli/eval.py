@@ -103,6 +103,7 @@ def print_confusion(report: dict, classes: list[str]) -> None:
     for i in range(len(classes)):
         table.add_column(str(i), justify="right", no_wrap=True)
     for i, name in enumerate(classes):
-        table.add_row(f"{i} {name}", f"{report['per_class_accuracy'][name]:.1%}",
+        table.add_row(name if name == str(i) else f"{i} {name}",   # MNIST's names are its indices
+                      f"{report['per_class_accuracy'][name]:.1%}",
                       *(str(v) for v in report["confusion"][i]))
     console.print(table)

@@ -17,7 +17,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from centerloss.plots.palette import class_rgb
+from centerloss.plots.palette import FEW_COLORS, Color, class_glyphs, class_rgb
 from centerloss.plots.projection import Projection
 
 CAPACITY = 3072          # points drawn: the last 24 batches of 128
@@ -99,12 +99,16 @@ def canvas_dots(size: tuple[int, int], classes: Sequence[str], note: str) -> tup
 
 
 def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, limits: Limits,
-                 size: tuple[int, int], classes: Sequence[str], note: str = "") -> RenderableType:
+                 size: tuple[int, int], classes: Sequence[str], note: str = "",
+                 color_system: str | None = "truecolor") -> RenderableType:
     """The scatter of `points` (N x 2) coloured by `labels`, each center as its class's index on
-    its colour, within `limits`, `size` = (columns, rows) in all, the legend to the right."""
+    its colour, within `limits`, `size` = (columns, rows) in all, the legend to the right.
+    `color_system` is the console's (rich's name): on a 16-colour one, the palette's ANSI ten."""
     import plotext  # 0.1 s to import: only when a view is drawn
 
-    colors = class_rgb(len(classes))
+    colors = class_rgb(len(classes), color_system)
+    glyphs = class_glyphs(len(classes), color_system)
+    black = 0 if color_system in FEW_COLORS else (0, 0, 0)
     names = class_names(classes)
     legend = legend_width(classes)
     fig = plotext.figure
@@ -117,12 +121,12 @@ def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, li
     if len(points):
         # one signal in a fixed shuffled order: where classes share a cell, none is always on top
         order = np.random.default_rng(0).permutation(len(points))
-        dots = [plotext.marker("braille", plotext.pixel(foreground=c)) for c in colors]
+        dots = [plotext.marker(g, plotext.pixel(foreground=c)) for c, g in zip(colors, glyphs)]
         fig.draw(fig.signal(points[order, 0].tolist(), points[order, 1].tolist(),
                             marker=[dots[k] for k in labels[order]]))
     for k, (x, y) in enumerate(centers):
         if limits.x0 <= x <= limits.x1 and limits.y0 <= y <= limits.y1:
-            badge = plotext.pixel(foreground=(0, 0, 0), background=colors[k], style="bold")
+            badge = plotext.pixel(foreground=black, background=colors[k], style="bold")
             fig.draw(fig.signal([float(x)], [float(y)], marker=plotext.marker(center_mark(k), badge)))
     for axis, lo, hi in (("x", limits.x0, limits.x1), ("y", limits.y0, limits.y1)):
         ruler = fig.ruler(axis)
@@ -134,7 +138,8 @@ def render_frame(points: np.ndarray, labels: np.ndarray, centers: np.ndarray, li
     key = Text(no_wrap=True, overflow="ellipsis")
     shown = names if len(names) <= rows - 2 else names[:rows - 3]   # no taller than the plot
     for k, name in enumerate(shown):
-        key.append("⣿⣿ ", style=rgb(colors[k])).append(name + "\n")
+        swatch = "⣿⣿ " if glyphs[k] == "braille" else glyphs[k] * 2 + " "
+        key.append(swatch, style=rgb(colors[k])).append(name + "\n")
     if len(shown) < len(names):
         key.append(f"+{len(names) - len(shown)} more\n", style="dim")
     key.append("\n").append(CENTER_ENTRY[0], style=f"bold black on {rgb(colors[0])}")
@@ -165,8 +170,9 @@ def center_mark(k: int) -> str:
     return "0123456789abcdefghijklmnopqrstuvwxyz"[k] if k < 36 else "*"
 
 
-def rgb(color: tuple[int, int, int]) -> str:
-    return "rgb({},{},{})".format(*color)
+def rgb(color: Color) -> str:
+    """The colour as rich writes a style: rgb(r,g,b), or color(n) for an ANSI number."""
+    return f"color({color})" if isinstance(color, int) else "rgb({},{},{})".format(*color)
 
 
 class Drawn:
@@ -223,8 +229,9 @@ class LiveView:
     """What the reporter draws under the bar: call redraw() when the bar refreshes; `frame` is
     the latest picture. The axes move smoothly between redraws (follow)."""
 
-    def __init__(self, classes: Sequence[str], dim: int):
+    def __init__(self, classes: Sequence[str], dim: int, color_system: str | None = "truecolor"):
         self.classes = list(classes)
+        self.color_system = color_system
         self.ring = FeatureRing()
         self.centers: torch.Tensor | None = None
         self.dim = dim
@@ -268,7 +275,8 @@ class LiveView:
         features, labels, centers, note = snap
         target = square_dots(cloud_limits(features, centers), canvas_dots(size, self.classes, note))
         self.limits = follow(self.limits, target)
-        self.frame = Drawn(render_frame(features, labels, centers, self.limits, size, self.classes, note))
+        self.frame = Drawn(render_frame(features, labels, centers, self.limits, size, self.classes, note,
+                                        self.color_system))
         cost = time.perf_counter() - start
         self.draws += 1
         self.draw_seconds += cost

@@ -22,9 +22,10 @@ def plot(
     epoch: Optional[int] = flag("--epoch", help="Epoch to draw [default: the last]."),
     split: str = flag("--split", default="test", help="test, or train (the sample of training "
                                                        "features kept per epoch)."),
-    gif: bool = typer.Option(False, "--gif", help="Animate every epoch on the same axes [RUN/plots/features.gif]."),
-    curves: bool = typer.Option(False, "--curves", help="Losses, accuracies and compactness per epoch "
-                                "[RUN/plots/curves.png]."),
+    gif: bool = typer.Option(False, "--gif", help="Animate every epoch on the same axes [RUN/plots/features.gif; "
+                             "features_train.gif with --split train]."),
+    curves: bool = typer.Option(False, "--curves", help="Losses, accuracies, compactness and the "
+                                "learning rate per epoch [RUN/plots/curves.png]."),
     compare: bool = typer.Option(False, "--compare", help="One panel per run given as arguments, the same "
                                  "epoch of each (--epoch, else each run's last) [RUN_A/plots/compare.png]."),
     roc: bool = typer.Option(False, "--roc", help="Verification ROC from pairs drawn (seed 0) from the test "
@@ -39,7 +40,8 @@ def plot(
 ) -> None:
     """Draw features of an epoch, a GIF of all epochs, curves, or runs side by side.
 
-    By default the features of one epoch [RUN/plots/epoch_NNN.png]. Reads the run's stored
+    By default the features of one epoch [RUN/plots/epoch_NNN.png; epoch_NNN_train.png with
+    --split train, so the two never overwrite each other]. Reads the run's stored
     feature snapshots, not the data set. Features wider than 2-D are drawn through one PCA
     fitted per run, and the plot says so. A margin head's run (--head sphereface, cosface or
     arcface) is drawn as the head sees it: features normalised onto the unit circle, with rays
@@ -59,6 +61,7 @@ def plot(
     if compare and not runs:
         fail("--compare needs the run folders as arguments: cl plot --compare RUN_A RUN_B", 2)
     check_all(metric=metric, fps=fps, epoch=epoch, split=split)
+    tag = "_train" if split == "train" else ""     # the default names of the two splits differ
     try:
         if out is not None:         # before any work, so a bad name fails at once
             if gif:
@@ -74,16 +77,16 @@ def plot(
             epochs = [epoch if epoch is not None else snapshots.snapshot_epochs(r)[-1] for r in runs]
             views = [snapshots.load_run(r, split, [e], raw) for r, e in zip(runs, epochs)]
             fig = plots.compare_figure(views, epochs, [str(r) for r in runs])
-            path = plots.save_figure(fig, out or plot_path(runs[0], "compare.png"))
+            path = plots.save_figure(fig, out or plot_path(runs[0], f"compare{tag}.png"))
         elif curves:
             path = plots.save_figure(plots.curves_figure(run), out or plot_path(run, "curves.png"))
         elif gif:
-            path = plots.write_gif(snapshots.load_run(run, split, raw=raw), out or plot_path(run, "features.gif"), fps)
+            path = plots.write_gif(snapshots.load_run(run, split, raw=raw), out or plot_path(run, f"features{tag}.gif"), fps)
         else:
             view = snapshots.load_run(run, split, raw=raw)
             chosen = view.last_epoch if epoch is None else epoch
             path = plots.save_figure(plots.epoch_figure(view, chosen),
-                                     out or plot_path(run, f"epoch_{chosen:03d}.png"))
+                                     out or plot_path(run, f"epoch_{chosen:03d}{tag}.png"))
     except ClError as e:       # found while working: exit 1, whatever the kind
         fail(str(e))
     console.print(f"wrote {path}")

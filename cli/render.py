@@ -14,6 +14,7 @@ from centerloss.config import keep, recipe
 from centerloss.config.limits import tidy_json
 from centerloss.data.batches import batches_per_epoch
 from centerloss.device import cpu
+from centerloss.evaluation.verification import FEW_IMPOSTORS
 from centerloss.model.build import checkpoint_size
 from centerloss.store.retention import disk_bound
 from centerloss.train.loop import Callbacks, LossWindow
@@ -108,7 +109,7 @@ class TrainReporter(Callbacks):
         self.start = time.perf_counter()
         self.draw_view = self.live and view_wanted(self.live_flag, cfg.feature_dim, self.console)
         if self.draw_view or self.window_wanted:
-            self.view = liveview.LiveView(dataset.classes, cfg.feature_dim)
+            self.view = liveview.LiveView(dataset.classes, cfg.feature_dim, self.console.color_system)
         if self.window_wanted:
             from .livewindow import FeatureWindow  # pyplot and a GUI toolkit: only when asked
             self.window = FeatureWindow(dataset.classes, f"cl train: {cfg.model} on {dataset.name}")
@@ -116,6 +117,7 @@ class TrainReporter(Callbacks):
             return
         # the loop's own count: a last batch too small for BatchNorm is dropped (batches.py)
         batches = batches_per_epoch(len(dataset.train), cfg.batch_size, runtime.ctx.world)
+        batch = min(cfg.batch_size, len(dataset.train))     # 54 images make one batch of 54
         self.console.print(
             f"cl train: {cfg.model} on {dataset.name} ({len(dataset.train):,} train / "
             f"{len(dataset.test):,} test), {cfg.feature_dim}-D features, "
@@ -123,17 +125,25 @@ class TrainReporter(Callbacks):
             f"lambda {cfg.lam:g}, "
             f"alpha {cfg.alpha:g}, {plural(cfg.epochs, 'epoch', 'epochs')}{self.epochs_note(cfg, batches)} "
             f"of {plural(batches, 'batch', 'batches')} of "
-            f"{cfg.batch_size}, {checkpoint_policy(cfg, dataset)}, "
+            f"{batch}, {checkpoint_policy(cfg, dataset)}, "
             f"{runtime.device.type} {runtime.precision}"
             + (f", {cpu.describe()}" if runtime.device.type == "cpu" else ""),
             highlight=False)
+        for note in recipe.notes(cfg, len(dataset.test)):
+            self.console.print(f"note: {note}", highlight=False)
 
     def epochs_note(self, cfg, batches: int) -> str:
         """Why the run has more epochs than the default, when it chose them itself, and what to do
-        when even the most it raises them to leaves the run short of steps."""
-        if not self.auto_epochs or cfg.epochs <= recipe.DEFAULT_EPOCHS:
-            return ""
+        when its steps are fewer than the recipe aims at, whoever chose the epochs."""
         steps = cfg.epochs * batches
+        if not self.auto_epochs:
+            if steps >= recipe.MIN_STEPS:
+                return ""
+            return (f" ({steps:,} step{'' if steps == 1 else 's'}, fewer than the "
+                    f"{recipe.MIN_STEPS:,} the recipe aims at; "
+                    f"{recipe.steps_advice(cfg.epochs, batches)})")
+        if cfg.epochs <= recipe.DEFAULT_EPOCHS:
+            return ""
         if steps < recipe.MIN_STEPS:
             return (f" (the default {recipe.DEFAULT_EPOCHS} raised to its limit: {steps:,} steps, "
                     f"fewer than the {recipe.MIN_STEPS:,} it aims at; a smaller --batch-size makes "
@@ -188,8 +198,10 @@ class TrainReporter(Callbacks):
 
     def on_epoch_end(self, record: dict) -> None:
         if self.progress is not None:
-            self.progress.stop()
+            self.progress.stop()       # transient: the bar and the view go with it ...
             self.progress = None
+            if self.draw_view and self.view.frame is not None and record["epoch"] == self.epochs:
+                self.console.print(self.view.frame)   # ... but the last picture stays on screen
         snap = self.view.snapshot() if self.window is not None else None
         if snap is not None:
             points, labels, centers, note = snap
@@ -226,6 +238,9 @@ def print_verification(console: Console, v: dict, source: str) -> None:
     for far, tar in v["tar_at_far"].items():
         # below 1 / (non-matching pairs) a false accept rate cannot be measured, only bounded
         note = "  (too few non-matching pairs to measure)" if float(far) < v["far_resolution"] else ""
+        admitted = int(float(far) * v["non_matching"] + 1e-9)    # impostors its threshold may pass
+        if not note and admitted < FEW_IMPOSTORS:
+            note = f"  (rests on at most {plural(admitted, 'impostor pair', 'impostor pairs')})"
         table.add_row(f"TAR at FAR {far}", f"{tar:.2%}{note}")
     table.add_row(f"{v['folds']}-fold accuracy", f"{v['accuracy']:.2%} +- {v['accuracy_std']:.2%}")
     table.add_row("mean best threshold", f"{v['threshold']:.4f}")

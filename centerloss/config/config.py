@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from centerloss.config import keep, limits
-from centerloss.config.heads import DEFAULT_MARGIN, DEFAULT_SCALE, check_head
+from centerloss.config.heads import DEFAULT_MARGIN, check_head, head_defaults
 from centerloss.config.options import FROM_CONFIG, OPTIONS, check, flag_of
 from centerloss.config.recipe import WARMUP_EPOCHS
 from centerloss.errors import OptionError
@@ -20,8 +20,8 @@ class Config:
     alpha: float = 0.5          # center learning rate of Eq. 4, in (0, 1]
     # classifier head (heads.py): softmax, or a margin head with center loss optional on top
     head: str = "softmax"       # softmax, sphereface, cosface or arcface
-    margin: float | None = None  # margin heads: None takes the paper's (4, 0.35, 0.5)
-    scale: float | None = None   # margin heads: s of s * cos(theta); None takes 64
+    margin: float | None = None  # margin heads: None takes the paper's (4, 0.35, 0.5), smaller in 2-D
+    scale: float | None = None   # margin heads: s of s * cos(theta); None takes 64, 16 in 2-D
     # model
     model: str = "lenetspp"     # lenetspp (the paper's MNIST net), seed (the blog's) or resnet18
     feature_dim: int = 2        # 2 for plots; wider for real embeddings
@@ -50,10 +50,12 @@ class Config:
     keep_checkpoints: str = keep.DEFAULT  # epoch checkpoints kept in RUN/epochs/: last, all or N
 
     def __post_init__(self) -> None:
-        # the head's paper defaults are filled in here, so a checkpoint states the numbers used
-        if self.head in DEFAULT_MARGIN:
-            self.margin = DEFAULT_MARGIN[self.head] if self.margin is None else self.margin
-            self.scale = DEFAULT_SCALE if self.scale is None else self.scale
+        # a margin head's defaults (by feature size) are filled in here, so a checkpoint states
+        # the numbers used and an older one, saved under other defaults, loads as it trained
+        if self.head in DEFAULT_MARGIN and isinstance(self.feature_dim, int):
+            margin, scale = head_defaults(self.head, self.feature_dim)
+            self.margin = margin if self.margin is None else self.margin
+            self.scale = scale if self.scale is None else self.scale
 
     def validate(self) -> None:
         """Raise OptionError with a one-line message naming the bad value and the fix."""

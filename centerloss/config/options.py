@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from centerloss.config import limits, recipe
-from centerloss.config.heads import HEADS
+from centerloss.config.heads import HEADS, defaults_rule
 from centerloss.errors import OptionError
 
 MODELS = ("lenetspp", "seed", "resnet18")
@@ -42,9 +42,10 @@ TABLE = [
     Option("--alpha", "alpha", "Center learning rate of Eq. 4, in (0, 1]."),
     Option("--head", "head", "Classifier: softmax (the paper's), or a margin head on normalised "
            "features: sphereface, cosface, arcface.", choices=HEADS, noun="head"),
-    Option("--margin", "margin", "Margin of the head [default: the paper's: sphereface 4 (an "
-           "integer), cosface 0.35, arcface 0.5 rad]."),
-    Option("--scale", "scale", "Margin heads: s in s * cos(theta), in [1, 128] [default: 64]."),
+    Option("--margin", "margin", "Margin of the head (sphereface: an integer; arcface: in "
+           "radians) " + defaults_rule("margin") + "."),
+    Option("--scale", "scale", "Margin heads: s in s * cos(theta), in [1, 128] "
+           + defaults_rule("scale") + "."),
     # optimisation
     Option("--epochs", "epochs", "Passes over the training split " + recipe.epochs_rule() + "."),
     Option("--batch-size", "batch_size", "Images per batch."),

@@ -15,6 +15,7 @@ from centerloss.errors import OptionError, VerificationError
 
 METRICS = ("cosine", "euclidean")
 FARS = (1e-3, 1e-2)
+FEW_IMPOSTORS = 10   # a TAR at a FAR that admits fewer impostor pairs than this moves with each one
 
 
 def pair_scores(a: torch.Tensor, b: torch.Tensor, metric: str = "cosine") -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The curves of a run: losses, accuracies and compactness per epoch, from its history."""
+"""The curves of a run: losses, accuracies, compactness and the learning rate per epoch, from its
+history."""
 from __future__ import annotations
 
 import math
@@ -26,25 +27,40 @@ CURVES = (
     ("accuracy on the test split", (("test_accuracy", "softmax"),
                                     ("nearest_center_accuracy", "nearest center")), False, True),
     ("compactness: intra / inter distance", (("compactness", "test"),), False, False),
+    ("learning rate at each epoch's end", (("lr", "learning rate"),), False, False),
 )
+CURVES_SIZE = (10.0, 9.6)     # inches: two rows of two panels, then the learning rate across
+PANEL_HEIGHT, RATE_HEIGHT = 2.35, 1.75     # inches
+
+
+def panel_box(i: int) -> tuple[float, float, float, float]:
+    """Where panel i sits, in figure fractions: the first four in a 2 x 2 grid, the learning rate
+    under them at full width."""
+    w, h = CURVES_SIZE
+    if i < 4:
+        bottom = 0.55 + RATE_HEIGHT + 0.85 + (1 - i // 2) * (PANEL_HEIGHT + 0.8)
+        return 0.07 + 0.5 * (i % 2), bottom / h, 0.4, PANEL_HEIGHT / h
+    return 0.07, 0.55 / h, 0.9, RATE_HEIGHT / h
 
 
 def curves_figure(run: Path | str) -> Figure:
-    """Losses, accuracies and compactness per epoch, from the run's history.jsonl."""
+    """Losses, accuracies, compactness and the learning rate per epoch, from the run's
+    history.jsonl (its "lr": the rate of each epoch's last step, after any guard's cut)."""
     history = read_history(run)
     if not history:
         raise PlotError(f"{run} has no history.jsonl with epochs in it; train first with: "
                         f"cl train --out {run}")
     cfg, dataset = run_config_of(run)
     epochs = [r["epoch"] for r in history]
-    fig = Figure(figsize=(10.0, 7.0), dpi=DPI)
-    fig.text(0.07, 0.96, f"{dataset_title(dataset)}  ·  {MODEL_TITLES.get(cfg.model, cfg.model)}  ·  "
-             f"{head_title(cfg)}  ·  "
-             f"λ = {cfg.lam:g}, α = {cfg.alpha:g}  ·  {cfg.feature_dim}-D features  ·  "
-             f"{len(history)} epoch{'' if len(history) == 1 else 's'}", fontsize=13, weight="bold",
-             va="center")
+    fig = Figure(figsize=CURVES_SIZE, dpi=DPI)
+    title = (f"{dataset_title(dataset, cfg.data_dir)}  ·  {MODEL_TITLES.get(cfg.model, cfg.model)}  ·  "
+             f"{head_title(cfg)}  ·  λ = {cfg.lam:g}, α = {cfg.alpha:g}  ·  "
+             f"{cfg.feature_dim}-D features  ·  {len(history)} epoch{'' if len(history) == 1 else 's'}")
+    # 13 points while it fits the figure's width (about 90 characters), smaller beyond
+    fig.text(0.07, 1 - 0.3 / CURVES_SIZE[1], title, fontsize=min(13.0, 13.0 * 88 / len(title)),
+             weight="bold", va="center")
     for i, (title, series, log_y, as_percent) in enumerate(CURVES):
-        ax = fig.add_axes((0.07 + 0.5 * (i % 2), 0.53 - 0.45 * (i // 2), 0.4, 0.34))
+        ax = fig.add_axes(panel_box(i))
         for key, label in series:
             ys = [r.get(key, math.nan) for r in history]
             if as_percent:

@@ -31,7 +31,10 @@ MODEL_TITLES = {"lenetspp": "LeNets++", "seed": "seed net"}
 HEAD_TITLES = {"sphereface": "SphereFace", "cosface": "CosFace", "arcface": "ArcFace"}
 
 
-def dataset_title(name: str) -> str:
+def dataset_title(name: str, data_dir: str = "") -> str:
+    """The data set as a title says it: MNIST, Fashion-MNIST, ...; an image folder by its name."""
+    if name == "folder" and Path(data_dir).name:
+        return Path(data_dir).name
     return DATASET_TITLES.get(name, name)
 
 
@@ -138,7 +141,7 @@ def epoch_figure(view: RunFrames, epoch: int) -> Figure:
         detail = (f"({len(frame.labels):,} points)  ·  nearest-center accuracy "
                   f"{percent(frame.metrics, 'nearest_center_accuracy')}  ·  compactness "
                   f"{number(frame.metrics, 'compactness')}")
-    fig.text(0.03, 0.955, f"{dataset_title(view.dataset)}  ·  {head}λ = {cfg.lam:g}  ·  "
+    fig.text(0.03, 0.955, f"{dataset_title(view.dataset, cfg.data_dir)}  ·  {head}λ = {cfg.lam:g}  ·  "
              f"epoch {epoch}/{cfg.epochs}  ·  {headline}", fontsize=13, weight="bold", va="center")
     fig.text(0.03, 0.905, f"{MODEL_TITLES.get(cfg.model, cfg.model)}, {view.split} split {detail}",
              fontsize=10, va="center")
@@ -230,7 +233,7 @@ def compare_figure(views: list[RunFrames], epochs: list[int], names: list[str]) 
                      fontsize=10.5)
     same = len(set(epochs)) == 1
     fig.text(0.3 / width, 1 - 0.35 / height,
-             f"{dataset_title(views[0].dataset)}, {views[0].split} split, "
+             f"{dataset_title(views[0].dataset, views[0].config.data_dir)}, {views[0].split} split, "
              f"{'epoch ' + str(epochs[0]) if same else 'last epochs'}: features of "
              f"{len(views)} runs", fontsize=13, weight="bold", va="center")
     fig.legend(handles=legend_handles(classes, colors, marks_label(views)), loc="center left",

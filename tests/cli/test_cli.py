@@ -33,6 +33,15 @@ def test_train_then_eval_json(easy_data, tmp_path):
                for v in (report["accuracy"], report["compactness"], report["intra_distance"]))
 
 
+def test_eval_table_names_a_class_once_when_its_name_is_its_index(runs):
+    """MNIST's classes are named 0-9: the confusion table's rows say "3", not "3 3"."""
+    result = runner.invoke(app, ["eval", "--run", str(runs["flat"]), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = [l.split() for l in result.output.splitlines() if l.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == [str(i) for i in range(10)], result.output
+    assert all(r[1].endswith("%") for r in rows)      # the accuracy follows the one name
+
+
 def test_train_json_lines_are_one_object_per_epoch(easy_data, tmp_path):
     result = runner.invoke(app, ["train", "--model", "seed", "--epochs", "1", "--batch-size", "100",
                                  "--data-dir", str(easy_data), "--out", str(tmp_path / "r"), "--json"])
@@ -70,7 +79,12 @@ def test_train_says_when_it_raised_the_default_epochs(easy_data, tmp_path, monke
     assert [h["epoch"] for h in ckpt_io.read_history(out)] == [1, 2]
     result = runner.invoke(app, [*flags, "--epochs", "1", "--out", str(tmp_path / "given")])
     assert result.exit_code == 0, result.output
-    assert "1 epoch of 3 batches" in result.output and "default 1 raised" not in result.output
+    assert "default 1 raised" not in result.output
+    # epochs the user chose are never raised, but a run short of steps says so and what to change
+    assert ("1 epoch (3 steps, fewer than the 6 the recipe aims at; --epochs 2 makes 6, a smaller "
+            "--batch-size more steps an epoch) of 3 batches") in " ".join(result.output.split())
+    result = runner.invoke(app, [*flags, "--epochs", "2", "--out", str(tmp_path / "enough")])
+    assert "2 epochs of 3 batches" in result.output, result.output
     # a batch near the data set's size, where even the most epochs the default takes are too few
     monkeypatch.setattr(recipe, "MIN_STEPS", 9)
     monkeypatch.setattr(recipe, "MAX_AUTO_EPOCHS", 2)
@@ -86,4 +100,4 @@ def test_start_line_counts_the_batches_the_loop_trains(easy_data, tmp_path):
     result = runner.invoke(app, ["train", "--model", "seed", "--batch-size", "599", "--epochs", "1",
                                  "--data-dir", str(easy_data), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
-    assert "1 epoch of 1 batch of 599" in result.output
+    assert "of 1 batch of 599" in result.output

@@ -33,6 +33,27 @@ def test_train_on_a_folder_with_resnet18_writes_a_checkpoint_that_knows_its_inpu
     assert len(ckpt.normalization["mean"]) == 1 and ckpt.normalization["std"][0] > 0
 
 
+def test_a_small_folder_run_says_its_real_batch_its_coarse_test_split_and_its_name(tmp_path):
+    """54 training images in batches of 128 are one batch of 54; 6 test images move accuracy in
+    16.7% steps; lambda 10 on 2-D features collapses them; the plots name the folder."""
+    from centerloss import plots
+    from centerloss.plots import snapshots
+    data = make_folder(tmp_path / "flowers", classes=3, per_class=20, size=8, rgb=False)
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--dataset", "folder", "--data-dir", str(data),
+                                 "--model", "seed", "--image-size", "8", "--epochs", "1",
+                                 "--lambda", "10", "--device", "cpu", "--workers", "0",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "on folder (54 train / 6 test)" in text and "of 1 batch of 54," in text
+    assert "note: the test split holds 6 images, so test accuracy moves in steps of 16.7%" in text
+    assert "note: lambda 10 with 2-D features: the center loss outweighs softmax" in text
+    assert "flowers  ·" in plots.curves_figure(out).texts[0].get_text()
+    fig = plots.epoch_figure(snapshots.load_run(out), 1)
+    assert fig.texts[0].get_text().startswith("flowers  ·  λ = 10")
+
+
 def test_eval_verify_reports_the_verification_figures(run):
     _, run_dir = run
     result = runner.invoke(app, ["eval", "--run", str(run_dir), "--device", "cpu", "--verify",
@@ -47,6 +68,8 @@ def test_eval_verify_reports_the_verification_figures(run):
                                "--num-pairs", "200", "--metric", "euclidean"]).output
     assert "verification: 200 pairs (100 matching), euclidean scores" in text
     assert "ROC AUC" in text and "TAR at FAR 0.001" in text and "too few non-matching" in text
+    # 100 non-matching pairs: FAR 0.01 admits one of them, which the figure then rests on
+    assert "(rests on at most 1 impostor pair)" in " ".join(text.split())
 
 
 def test_eval_pairs_reads_a_pairs_file(run, tmp_path):

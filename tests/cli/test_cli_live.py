@@ -79,6 +79,17 @@ def test_a_terminal_shows_the_view_with_its_legend_and_the_evaluation(flags, tmp
     assert "evaluating the test split" in plain(out)
 
 
+def test_the_last_frame_stays_on_screen_when_training_ends(flags, tmp_path):
+    """The bar and the view are transient while training; after the last epoch the view is drawn
+    once more where nothing erases it, above the epoch's line."""
+    code, out = train_in_terminal([*flags, "--out", str(tmp_path / "r")])
+    assert code == 0, out
+    last_erase = max(m.end() for m in re.finditer(r"\x1b\[(1A|2K)", out))
+    kept = out[last_erase:]
+    assert braille(kept) > 20 and has_legend(kept) and "┌" in kept
+    assert plain(kept).index("┌") < plain(kept).index("epoch 1/1  ce")
+
+
 def test_no_live_on_a_terminal_keeps_the_bar_without_the_view(flags, tmp_path):
     code, out = train_in_terminal([*flags, "--out", str(tmp_path / "r"), "--no-live"])
     assert code == 0, out

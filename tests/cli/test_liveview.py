@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from centerloss.plots.palette import class_colors as plot_colors, class_rgb as class_colors
+from centerloss.plots.palette import STANDARD10, class_colors as plot_colors, class_rgb as class_colors
 from centerloss.plots.projection import Projection
 from cli import liveview
 from cli.liveview import FeatureRing, Limits, cloud_limits, follow, render_frame
@@ -74,6 +74,33 @@ def test_points_land_in_their_cells_in_their_class_colour():
         ch, style = got[cell]
         assert is_braille(ch)
         assert style.color.triplet == colors[k]
+
+
+def test_a_16_colour_terminal_keeps_ten_classes_apart_and_more_by_glyph():
+    """rich turns tab10 into fewer than ten of a 16-colour terminal's colours (5 and 7 grey, 0 and
+    9 cyan): there the ten classes take ten distinct ANSI colours, and classes past ten take the
+    colours again with a glyph of their own."""
+    from rich.color import Color, ColorSystem
+    downgraded = [Color.from_rgb(*c).downgrade(ColorSystem.STANDARD).number for c in class_colors(10)]
+    assert len(set(downgraded)) < 10                       # why tab10 will not do there
+    classes = [str(k) for k in range(12)]
+    assert len(set(class_colors(10, "standard"))) == 10
+    assert not {0, 7, 15} & set(class_colors(10, "standard"))   # black and white vanish on a background
+    top, left, height, width = canvas(cells(render_frame(
+        np.zeros((0, 2)), np.zeros(0, int), np.zeros((0, 2)), BOX, (70, 16), classes,
+        color_system="standard")))
+    want = {(1 + k % 2, 2 + 3 * k): k for k in range(12)}
+    points = np.array([at_cell(r, c, height, width) for r, c in want])
+    rows = cells(render_frame(points, np.array(list(want.values())), np.zeros((0, 2)), BOX,
+                              (70, 16), classes, color_system="standard"))
+    got = marks(rows, top, left, height, width)
+    drawn = {k: got[cell] for cell, k in want.items()}
+    numbers = [drawn[k][1].color.number for k in range(12)]
+    assert numbers[:10] == list(STANDARD10) and numbers[10:] == numbers[:2]
+    assert all(is_braille(drawn[k][0]) for k in range(10))
+    assert drawn[10][0] == "+" and drawn[11][0] == "+"     # the second ten: colour again, glyph "+"
+    text = ["".join(ch for ch, _ in row) for row in rows]
+    assert any(t.rstrip().endswith("++ 10") for t in text)  # the legend shows the glyph
 
 
 def test_points_outside_the_limits_are_left_out_and_corners_stay_inside():

@@ -115,8 +115,9 @@ def test_settings_are_checked_with_the_fix_in_one_line():
 
 
 def test_config_fills_the_papers_defaults_and_old_configs_load_as_softmax():
-    assert (Config(head="cosface").margin, Config(head="cosface").scale) == (0.35, 64.0)
-    assert Config(head="arcface").margin == 0.5 and Config(head="sphereface").margin == 4
+    wide = dict(feature_dim=128)
+    assert (Config(head="cosface", **wide).margin, Config(head="cosface", **wide).scale) == (0.35, 64.0)
+    assert Config(head="arcface", **wide).margin == 0.5 and Config(head="sphereface", **wide).margin == 4
     assert Config().margin is None and Config().scale is None
     old = Config().to_json().replace('"head": "softmax", ', "")
     for key in ('"margin": null, ', '"scale": null, '):
@@ -124,6 +125,25 @@ def test_config_fills_the_papers_defaults_and_old_configs_load_as_softmax():
     assert "head" not in old and "margin" not in old
     assert Config.from_json(old).head == "softmax"
     assert Config.from_json(Config(head="arcface", scale=30.0).to_json()).scale == 30.0
+
+
+def test_two_dimensional_features_get_margins_they_can_meet():
+    """The papers' CosFace m 0.35 cannot be met by ten classes 36° apart (it needs m < 0.19): in 2-D
+    the defaults are the ones measured there; a margin or scale the user gives is kept."""
+    assert (Config(head="cosface").margin, Config(head="cosface").scale) == (0.1, 16.0)
+    assert (Config(head="arcface").margin, Config(head="arcface").scale) == (0.2, 16.0)
+    assert (Config(head="sphereface").margin, Config(head="sphereface").scale) == (4.0, 64.0)
+    assert Config(head="cosface").margin < 1 - math.cos(math.radians(36))
+    assert (Config(head="cosface", margin=0.35).margin, Config(head="cosface", scale=64.0).scale) == (0.35, 64.0)
+    assert Config(head="cosface", feature_dim=3).margin == 0.35
+    # a 2-D checkpoint saved under the papers' defaults states them, so it loads as it trained
+    saved = Config(head="cosface", margin=0.35, scale=64.0).to_json()
+    assert (Config.from_json(saved).margin, Config.from_json(saved).scale) == (0.35, 64.0)
+    # --help states the rule from the same table
+    from centerloss.config.options import OPTIONS
+    assert "cosface 0.35, arcface 0.5; with features of 2 dimensions or fewer" in OPTIONS["--margin"].help
+    assert OPTIONS["--margin"].help.endswith(": cosface 0.1, arcface 0.2].")
+    assert OPTIONS["--scale"].help.endswith(": cosface 16, arcface 16].")
 
 
 @pytest.mark.parametrize("head", ["sphereface", "cosface", "arcface"])
@@ -137,4 +157,4 @@ def test_a_short_run_of_each_margin_head_learns(easy_data, tmp_path, head):
     assert accuracy[-1] >= accuracy[0] and accuracy[-1] > 0.5, accuracy
     assert records[-1]["train_ce"] < records[0]["train_ce"]
     ckpt = ckpt_io.load_checkpoint(tmp_path / head / "model.safetensors")
-    assert (ckpt.config.head, ckpt.config.margin) == (head, Config(head=head).margin)
+    assert (ckpt.config.head, ckpt.config.margin) == (head, Config(head=head, feature_dim=8).margin)

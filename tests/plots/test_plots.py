@@ -147,14 +147,18 @@ def test_gif_has_one_frame_per_epoch_of_the_figure_size(runs, tmp_path):
 def test_curves_plot_every_history_record(runs, tmp_path):
     fig = plots.curves_figure(runs["flat"])
     history = read_history(runs["flat"])
-    assert len(fig.axes) == 4
+    assert len(fig.axes) == 5
     ce = fig.axes[0].get_lines()[0]
     assert list(ce.get_xdata()) == [1, 2]
     assert list(ce.get_ydata()) == [r["train_ce"] for r in history]
     acc = fig.axes[2].get_lines()[0]
     assert list(acc.get_ydata()) == pytest.approx([100 * r["test_accuracy"] for r in history])
+    rate = fig.axes[4]        # the learning rate of each epoch's last step, as history.jsonl has it
+    assert rate.get_title() == "learning rate at each epoch's end"
+    assert list(rate.get_lines()[0].get_ydata()) == [r["lr"] for r in history]
+    assert all(r["lr"] > 0 for r in history)
     with Image.open(plots.save_figure(fig, tmp_path / "c.png")) as im:
-        assert im.size == (1000, 700)
+        assert im.size == (1000, 960)
 
 
 def test_compare_has_one_panel_per_run_titled_with_lambda(runs, tmp_path):
@@ -203,7 +207,20 @@ def test_cli_writes_the_default_file_and_says_so(run_copy, args, written):
     assert result.exit_code == 0, result.output
     assert result.stdout == f"wrote {run_copy / written}\n"
     with Image.open(run_copy / written) as im:
-        assert im.size == ((1000, 700) if "curves" in written else (800, 650))
+        assert im.size == ((1000, 960) if "curves" in written else (800, 650))
+
+
+def test_the_train_split_has_default_names_of_its_own(run_copy, runs):
+    """`--split train` after the test picture (or before it) leaves the other one as it was."""
+    assert cl("plot", "--run", run_copy).exit_code == 0
+    test_png = (run_copy / "plots" / "epoch_002.png").read_bytes()
+    for args, written in ((["--split", "train"], "epoch_002_train.png"),
+                          (["--split", "train", "--gif"], "features_train.gif")):
+        result = cl("plot", "--run", run_copy, *args)
+        assert result.stdout == f"wrote {run_copy / 'plots' / written}\n", result.output
+    result = cl("plot", "--split", "train", "--compare", run_copy, runs["wide"])
+    assert result.stdout == f"wrote {run_copy / 'plots' / 'compare_train.png'}\n", result.output
+    assert (run_copy / "plots" / "epoch_002.png").read_bytes() == test_png
 
 
 def test_cli_compare_writes_into_the_first_run(run_copy, runs, tmp_path):

@@ -65,3 +65,30 @@ def test_cl_plot_roc_writes_a_png_and_names_missing_epochs(runs, tmp_path):
         assert im.format == "PNG"
     result = CliRunner().invoke(app, ["plot", "--roc", "--run", str(runs["flat"]), "--epoch", "9"])
     assert result.exit_code == 1 and "epochs present: 1, 2" in result.output
+
+
+def good_curve(seed: int, overlap: float):
+    """The ROC of 3,000 matching and 3,000 non-matching pairs, well apart: TAR near 1 throughout."""
+    g = torch.Generator().manual_seed(seed)
+    same = torch.cat([torch.ones(3000), torch.zeros(3000)]).bool()
+    scores = torch.cat([1 + overlap * torch.randn(3000, generator=g), 0.2 * torch.randn(3000, generator=g)])
+    fpr, tpr, _ = roc(scores, same)
+    return fpr, tpr, 3000
+
+
+def test_good_models_part_on_a_zoomed_axis_and_few_impostors_are_said():
+    """Two good models (TAR above 0.9 at every FAR drawn) no longer lie together on the top edge,
+    and a TAR at FAR 1e-3 of 3,000 impostor pairs, which rests on 3 of them, says so."""
+    from centerloss.plots.roc import impostors_at_far
+    curves = {"a": good_curve(0, 0.25), "b": good_curve(1, 0.3)}
+    fig = roc_figure(curves)
+    low, high = fig.axes[0].get_ylim()
+    assert 0.5 <= low < min(float(c[1][c[0] <= 1 / 3000 + 1e-12].max()) for c in curves.values())
+    assert high == pytest.approx(1.005)
+    fpr, tpr, n = curves["a"]
+    assert impostors_at_far(fpr, tpr, 1e-3, n) == 3 and impostors_at_far(fpr, tpr, 1e-2, n) == 30
+    notes = [t.get_text() for t in fig.texts if t.get_text().startswith("TAR at FAR")]
+    assert notes == ["TAR at FAR 0.001 rests on few pairs: 3 / 3 of 3,000 impostors above the "
+                     "threshold (legend order)"]                 # FAR 0.01's 30 pairs are enough
+    plain = roc_figure({"a": curves["a"][:2]})                   # the count unknown: no note
+    assert not [t for t in plain.texts if t.get_text().startswith("TAR at FAR")]

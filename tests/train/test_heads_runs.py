@@ -49,7 +49,7 @@ def test_checkpoint_without_head_keys_loads_as_softmax(runs, tmp_path):
 
 
 def test_resume_refuses_another_head_or_margin(cos_run):
-    saved = Config(head="arcface", epochs=4)
+    saved = Config(head="arcface", epochs=4, feature_dim=128)   # the paper's margin, 0.5
     assert resume_mod.resume_config(saved, {"head": "arcface", "margin": 0.5}, 2, 0).margin == 0.5
     with pytest.raises(ValueError, match="--head cosface conflicts"):
         resume_mod.resume_config(saved, {"head": "cosface"}, 2, 0)
