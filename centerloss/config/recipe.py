@@ -27,26 +27,23 @@ class RunShape(Protocol):
     lam: float
     feature_dim: int
 
+
 BASE_LR = 0.05              # the peak learning rate at BASE_BATCH
 BASE_BATCH = 128
-# Larger batches keep the rate of this one. On the full MNIST (LeNets++, 2-D) batch 1024 at its
-# 0.14 ends 0.07 points below batch 128, while batch 4096 at the 0.28 the square root gives ran
-# away: 14.2, 12.6 and 8.8% test accuracy after epochs 1-3, training cross-entropy rising.
+# Larger batches keep the rate of this one: a 2-D feature layer at batch 4096 ran away at the rate
+# the square root gives it (docs/recipe.md has the runs).
 MAX_SCALED_BATCH = 1024
 DEFAULT_EPOCHS = 12
-# Batch 4096 on the full MNIST takes 15 steps an epoch: in 12 epochs (180 steps) LeNets++ ended at
-# 98.00% test accuracy, 1.5 points below batch 128's 469 steps an epoch, with no learning rate,
-# warm-up or layer-wise rate (LARS) that did better in the seed net's runs of the same length;
-# batch 1024's 12 epochs, 708 steps, reach 99.25%.
+# A 2-D feature layer needs optimisation steps, not images: a large batch or a small data set
+# trains for more epochs until the run makes MIN_STEPS (docs/recipe.md: why, and the runs).
 MIN_STEPS = 700
 MAX_AUTO_EPOCHS = 60        # a tiny data set: 60 epochs, each evaluated and snapshotted, are plenty
 WARMUP_EPOCHS = 0.5          # the warm-up, in epochs, before the two bounds below
 MIN_WARMUP_STEPS = 100      # divergence shows in the first steps, whatever an epoch's length
 MAX_WARMUP_FRACTION = 0.2   # a short run still spends most of its steps at a useful rate
-# One cycle. A warm restart after the first quarter of the run (SGDR) gave a 99% model in epoch 3
-# of the full MNIST, but cost epoch 4 over a point of test accuracy, which reads as training gone
-# wrong, and ended where one cosine does (three seeds: 99.43 / 99.41% softmax / nearest-center
-# with it, 99.40 / 99.38% without, within noise); who wants 99% soon trains `--epochs 3`.
+# One cycle: a warm restart (SGDR) made a visible drop in accuracy, which reads as training gone
+# wrong, and did not raise the final figures (docs/recipe.md); who wants 99% soon trains fewer
+# epochs.
 
 
 def epochs_for(cfg: RunShape, batches_per_epoch: int) -> int:
@@ -115,9 +112,7 @@ class Schedule:
 
 # Legal settings known to train badly, said on the start line (`notes`), never refused.
 # With 2-D features a lambda above LARGEST_2D_LAMBDA lets the center loss outweigh softmax: the
-# features collapse onto their centers before the classes separate. One epoch of the full MNIST
-# reached 30.5% at lambda 10 against 98.0% at 0.1, 98.2% at 0.01 and 69.7% at 1 (softmax; 96.3%
-# by the nearest center; docs/recipe.md, the grids).
+# features collapse onto their centers before the classes separate (docs/recipe.md, the grids).
 LARGEST_2D_LAMBDA = 1.0
 # A test split of N images moves its accuracy in steps of 100/N %: under SMALL_TEST a step is
 # over a point, larger than most differences between runs.
