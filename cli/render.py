@@ -117,6 +117,7 @@ class TrainReporter(Callbacks):
             f"of {plural(batches, 'batch', 'batches')} of "
             f"{cfg.batch_size}, "
             f"{runtime.device.type} {runtime.precision}"
+            + (f", {runtime.compile_note}" if runtime.compile_note else "")
             + (f", {cpu.describe()}" if runtime.device.type == "cpu" else ""),
             highlight=False)
 

@@ -46,7 +46,7 @@ def train(
     out: Path = flag("--out"),
     device: str = flag("--device"),
     precision: str = flag("--precision"),
-    compile: bool = flag("--compile"),
+    compile: Optional[bool] = flag("--compile"),
     seed: int = flag("--seed"),
     augment: int = flag("--augment"),
     overwrite: bool = flag("--overwrite", help="Replace the run already in --out: its checkpoints, "

@@ -19,7 +19,7 @@ from centerloss.data import batches as batch_mod
 from centerloss.data.registry import dataset_for
 from centerloss.data.sample import fingerprint
 from centerloss.data.types import Dataset
-from centerloss.device import accel, distributed
+from centerloss.device import accel, compile_rule, distributed
 from centerloss.device.runtime import Runtime
 from centerloss.errors import Interrupted, TrainError
 from centerloss.evaluation.evaluate import evaluate_epoch
@@ -133,15 +133,19 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: Dataset | None, overw
     net = distributed.wrap(model, ctx)   # what trains; `model` is what is evaluated and saved
     center_loss = CenterLoss(num_classes, cfg.feature_dim, cfg.alpha, ctx.group).to(device)
     optimizer = make_optimizer(model, cfg)
+    batches = batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
+    # From here on the run's epochs are a number, in every file it writes and for --resume.
+    cfg = dataclasses.replace(cfg, epochs=epochs_for(cfg, batches))
+    first_epoch = state.progress.epoch if state else 1
+    choice = compile_rule.decide(cfg.compile, runtime, cfg.model,
+                                 (cfg.epochs - first_epoch + 1) * len(ds.train) // ctx.world)
+    runtime = dataclasses.replace(runtime, compile_note=choice.note)
     forward = net
-    if cfg.compile:
+    if choice.on:
         try:   # compiled for the full shard of a batch; other sizes run eager
             forward = accel.compiled_forward(net, cfg.batch_size // ctx.world, device)
         except accel.CompileError as e:
             raise TrainError(str(e)) from e
-    batches = batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
-    # From here on the run's epochs are a number, in every file it writes and for --resume.
-    cfg = dataclasses.replace(cfg, epochs=epochs_for(cfg, batches))
     schedule = Schedule.for_run(cfg, batches)
     if state:
         resume_mod.restore(state, model, center_loss.centers, optimizer, device,
