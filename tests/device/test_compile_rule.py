@@ -56,3 +56,29 @@ def test_the_start_line_says_whether_the_run_is_compiled(tmp_path):
     assert result.exit_code == 0, result.output
     start = result.output.splitlines()[0]
     assert ", cpu fp32, eager (auto: measured to pay only in bf16 on a CPU with AMX), " in start
+
+
+@pytest.mark.skipif(not compile_rule.has_cpp_compiler(), reason="inductor needs a C++ compiler")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_compiled_block_computes_what_the_eager_one_does(precision):
+    """LeNets++'s block (conv, BatchNorm, PReLU, max-pooling) through inductor, the path compiling
+    by default fuses, against eager: the same outputs and gradients within the precision's rounding.
+    Small, so that compiling takes seconds; the whole net is the same layers, six times."""
+    from centerloss.model.nets import _conv
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(*_conv(1, 8, 5), *_conv(8, 8, 5), torch.nn.MaxPool2d(2))
+    block = block.to(memory_format=torch.channels_last)
+    x = torch.randn(16, 1, 12, 12).contiguous(memory_format=torch.channels_last)
+    runtime = Runtime(torch.device("cpu"), precision)
+    fast = torch.compile(block, dynamic=False)
+    results = []
+    for model in (block, fast):
+        for p in block.parameters():
+            p.grad = None
+        with runtime.autocast():
+            out = model(x)
+        out.float().square().mean().backward()
+        results.append([out.detach().float()] + [p.grad.clone() for p in block.parameters()])
+    tol = dict(rtol=1e-4, atol=1e-5) if precision == "fp32" else dict(rtol=0.05, atol=0.02)
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, **tol)
