@@ -44,7 +44,6 @@ from centerloss.device import cpu
 cpu.prepare()   # as `cl` does, before torch loads OpenMP: passive wait, the usable cores
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 import torchvision.datasets as tvd  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import transforms  # noqa: E402

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -85,6 +86,9 @@ def train_once(args: argparse.Namespace, data: Path, out: Path, setting: str) ->
     if result.returncode != 0:
         sys.exit(f"error: cl train failed under {setting}: {result.stderr.strip()[-500:]}")
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    if not all(math.isfinite(r["train_ce"]) and math.isfinite(r["train_center"]) for r in history):
+        sys.exit(f"error: cl train under {setting}: a training loss is not finite; no rate is "
+                 f"printed for NaN arithmetic")
     start_line = result.stdout.splitlines()[0]
     return {"rate": history[-1]["train_images_per_s"], "wall": wall,
             "chosen": start_line.rsplit(", cpu ", 1)[-1]}

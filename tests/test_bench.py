@@ -1,6 +1,7 @@
 """bench/bench.py runs end to end on tiny data and its figures are consistent (no timing thresholds)."""
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,16 @@ def test_sweep_prints_a_row_per_cell_and_names_a_diverged_one(tmp_path, capsys):
     sweep.main(base + ["--set", "lr=1000", "--set", "grad_clip=0", "--set", "batch_size=20"])
     rows = row.findall(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0][6] == "diverged"
+
+
+def test_whole_command_bench_refuses_a_run_whose_loss_is_not_finite(monkeypatch):
+    spec = importlib.util.spec_from_file_location("whole_script", BENCH.parent / "whole.py")
+    whole = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(whole)
+    nan = [sys.executable, "-c", 'print(\'{"train_ce": NaN, "test_accuracy": 0.1}\')']
+    with pytest.raises(SystemExit) as stop:
+        whole.timed(nan, "cl")
+    assert stop.value.code == "error: cl: the training loss is not finite (nan); no time is printed"
+    seconds, record = whole.timed([sys.executable, "-c", 'print(\'{"train_loss": 0.5, "test_accuracy": 0.9}\')'],
+                                  "classic")
+    assert seconds > 0 and record["test_accuracy"] == 0.9

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from centerloss.device.accel import has_cpp_compiler  # noqa: F401 (tests read it here too)
+from centerloss.device.accel import has_cpp_compiler
 from centerloss.device.runtime import Runtime, native_bf16
 
 # Measured on the 2-core Xeon with AMX (amx_tile, amx_bf16, avx512_bf16), torch 2.14.1, bf16,

@@ -12,7 +12,7 @@ from centerloss.device.runtime import Runtime
 from cli.main import app
 
 CPU_BF16 = Runtime(torch.device("cpu"), "bf16")
-AMX = dict(threads=2, compiler=True, amx=True)
+AMX = {"threads": 2, "compiler": True, "amx": True}
 
 
 @pytest.fixture
@@ -79,6 +79,6 @@ def test_the_compiled_block_computes_what_the_eager_one_does(precision):
             out = model(x)
         out.float().square().mean().backward()
         results.append([out.detach().float()] + [p.grad.clone() for p in block.parameters()])
-    tol = dict(rtol=1e-4, atol=1e-5) if precision == "fp32" else dict(rtol=0.05, atol=0.02)
+    tol = {"rtol": 1e-4, "atol": 1e-5} if precision == "fp32" else {"rtol": 0.05, "atol": 0.02}
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager, **tol)
