@@ -126,3 +126,15 @@ def test_whole_command_bench_refuses_a_run_whose_loss_is_not_finite(monkeypatch)
     seconds, record = whole.timed([sys.executable, "-c", 'print(\'{"train_loss": 0.5, "test_accuracy": 0.9}\')'],
                                   "classic")
     assert seconds > 0 and record["test_accuracy"] == 0.9
+
+
+def test_profile_prints_the_shares_of_a_step(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("profile_script", BENCH.parent / "profile_step.py")
+    prof = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prof)
+    data = make_dataset(tmp_path, n_train=100, n_test=20)
+    prof.main(["--data-dir", str(data), "--model", "seed", "--batch-size", "50", "--steps", "2",
+               "--precision", "fp32", "--rows", "1"])
+    shares = re.findall(r"^  (\S.*?) +([\d.]+)%$", capsys.readouterr().out, re.M)
+    assert "convolution" in [s[0] for s in shares]
+    assert abs(sum(float(s[1]) for s in shares) - 100) < 0.5
