@@ -4,7 +4,8 @@ Trains from the seed along the recipe's schedule (warm-up, clipping) on the real
 Step and train_step, warms up (and compiles, with --compile), then profiles --steps steps and prints
 the share of the profiled CPU time by kind of work (convolutions, BatchNorm, the elementwise
 kernels of PReLU and ReLU, pooling, inductor's fused kernels, the rest) and torch.profiler's own
-table. Every profiled loss is checked: a non-finite one stops it with a one-line error. Run from the repository root:
+table. Every profiled loss is checked: a non-finite one stops it with a one-line error. Run from
+the repository root:
 
     PYTHONPATH=. python bench/profile_step.py --data-dir DIR --precision bf16 --batch-size 128
     PYTHONPATH=. python bench/profile_step.py --data-dir DIR --precision bf16 --compile
