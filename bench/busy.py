@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -91,7 +92,8 @@ def train_once(args: argparse.Namespace, data: Path, out: Path, setting: str) ->
                  f"printed for NaN arithmetic")
     start_line = result.stdout.splitlines()[0]
     return {"rate": history[-1]["train_images_per_s"], "wall": wall,
-            "chosen": start_line.rsplit(", cpu ", 1)[-1]}
+            # precision, threads and wait policy, without the compile choice
+            "chosen": re.sub(r", (eager|compiled) \([^)]*\)", "", start_line.rsplit(", cpu ", 1)[-1])}
 
 
 def measure(args: argparse.Namespace, data: Path, work: Path) -> dict[tuple[str, str], list[dict]]:
