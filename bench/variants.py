@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 from centerloss.device import cpu
 
@@ -26,7 +27,7 @@ from centerloss.config.config import Config
 from centerloss.config.recipe import Schedule
 from centerloss.data.batches import batches_per_epoch
 from centerloss.data.types import Split
-from centerloss.device import accel
+from centerloss.device import accel, speed
 from centerloss.device.runtime import Runtime, resolve_device
 from centerloss.evaluation.inference import infer
 from centerloss.model.center_loss import CenterLoss
@@ -96,6 +97,11 @@ def make_step(variant: str, cfg: Config, device: torch.device, x: torch.Tensor, 
     return lambda steps: with_threads(threads, lambda: run(steps))()
 
 
+def load() -> str:
+    """The load averages (1, 5, 15 minutes), printed before and after: a contended run says so."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def medians(runs: dict, rounds: int, device: torch.device) -> dict[str, float]:
     rates: dict[str, list[float]] = {k: [] for k in runs}
     names = list(runs)
@@ -116,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     cfg = Config(model=args.model, batch_size=args.batch_size)
     g = torch.Generator().manual_seed(0)
-    print(f"{args.model}, {device}, torch {torch.__version__}\n  CPU {cpu.summary()}; {cpu.describe()}")
+    print(f"{args.model}, {device}, torch {torch.__version__}\n  CPU {cpu.summary()}; {cpu.describe()}"
+          f"\n  load average before: {load()}")
     variants = [v for v in args.train.split(",") if v]
     if variants:
         x = torch.randn(args.batch_size, 1, 28, 28, generator=g).to(device)
@@ -126,9 +133,19 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             run(2)      # kernel selection, and the whole compile for 'compile'
             print(f"  warm-up {v}: {time.perf_counter() - start:.1f} s", flush=True)
-        for v, rate in medians({v: (lambda r=r: r(args.steps)) for v, r in steps.items()},
-                               args.rounds, device).items():
-            print(f"train {v}: {rate:,.0f} images/s")
+        # the machine's ceiling in the same rounds (GFLOP, not images, per run), and the FLOPs per
+        # trained image counted: each rate is also a share of the ceiling of its precision
+        roof = {f"{name} matmul": speed.Ceiling(device, dtype).run
+                for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
+        gflop = speed.counted_flops(build_model(cfg.model), (1, 28, 28), train=True) / 1e9
+        rates = medians({**{v: (lambda r=r: r(args.steps)) for v, r in steps.items()}, **roof},
+                        args.rounds, device)
+        print(f"ceiling: bf16 {rates['bf16 matmul']:,.0f} GFLOP/s, fp32 {rates['fp32 matmul']:,.0f} "
+              f"GFLOP/s; {gflop * 1e3:.1f} MFLOP per trained image (torch.utils.flop_counter)")
+        for v in steps:
+            ceiling = rates["bf16 matmul" if "bf16" in v.split("+") else "fp32 matmul"]
+            print(f"train {v}: {rates[v]:,.0f} images/s, {rates[v] * gflop:,.0f} GFLOP/s, "
+                  f"{rates[v] * gflop / ceiling:.0%} of the ceiling")
     sizes = [b for b in args.infer.split(",") if b]
     if sizes:
         model = build_model(args.model).to(device, memory_format=torch.channels_last)
@@ -153,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             run()
         for b, rate in medians(runs, args.rounds, device).items():
             print(f"infer batch {b}: {rate:,.0f} images/s")
+    print(f"load average after: {load()}")
 
 
 if __name__ == "__main__":
