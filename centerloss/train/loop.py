@@ -133,19 +133,20 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: Dataset | None, overw
     net = distributed.wrap(model, ctx)   # what trains; `model` is what is evaluated and saved
     center_loss = CenterLoss(num_classes, cfg.feature_dim, cfg.alpha, ctx.group).to(device)
     optimizer = make_optimizer(model, cfg)
-    batches = batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
-    # From here on the run's epochs are a number, in every file it writes and for --resume.
-    cfg = dataclasses.replace(cfg, epochs=epochs_for(cfg, batches))
-    first_epoch = state.progress.epoch if state else 1
-    choice = compile_rule.decide(cfg.compile, runtime, cfg.model,
-                                 (cfg.epochs - first_epoch + 1) * len(ds.train) // ctx.world)
-    runtime = dataclasses.replace(runtime, compile_note=choice.note)
     forward = net
+    # torch.compile as --compile/--no-compile say, else where it pays for the images left to train
+    epochs = epochs_for(cfg, batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world))
+    left = (epochs - (state.progress.epoch if state else 1) + 1) * len(ds.train) // ctx.world
+    choice = compile_rule.decide(cfg.compile, runtime, cfg.model, left)
+    runtime = dataclasses.replace(runtime, compile_note=choice.note)
     if choice.on:
         try:   # compiled for the full shard of a batch; other sizes run eager
             forward = accel.compiled_forward(net, cfg.batch_size // ctx.world, device)
         except accel.CompileError as e:
             raise TrainError(str(e)) from e
+    batches = batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
+    # From here on the run's epochs are a number, in every file it writes and for --resume.
+    cfg = dataclasses.replace(cfg, epochs=epochs_for(cfg, batches))
     schedule = Schedule.for_run(cfg, batches)
     if state:
         resume_mod.restore(state, model, center_loss.centers, optimizer, device,
