@@ -10,8 +10,16 @@ On the same data, model, center loss, optimizer and batch size it measures image
 and, with --to-accuracy, the wall seconds of the whole `cl train` command with its default recipe
 (its own process, as a user runs it) until its test accuracy first reaches the target.
 
-The two pipelines take turns round by round and the median of each is printed, so that other load
-on the machine slows both alike. Run from the repository root:
+Both train as `cl train` does: from the seed, along the recipe's schedule (warm-up, then cosine
+decay) with its gradient clipping, through cl's own Step and train_step (the classic pipeline its
+plain loop, with the same schedule and clipping). Every loss a timed round computed is checked; a
+non-finite one stops the bench with a one-line error and no rate is printed.
+
+The machine's ceiling (a 2048 x 2048 matrix product in fp32 and in bf16) is timed in the same
+rounds, and the model's FLOPs per image are counted (torch.utils.flop_counter), so each rate is
+also printed as GFLOP/s and as a share of that ceiling: a figure that other load on the machine
+moves far less than images/s. The pipelines and the ceiling take turns round by round and the
+median of each is printed, so that other load slows them alike. Run from the repository root:
 
     PYTHONPATH=. python bench/bench.py --dataset fashion-mnist --model seed --batches 20
     PYTHONPATH=. python bench/bench.py --dataset fashion-mnist --model seed --to-accuracy 0.85
@@ -36,20 +44,20 @@ from centerloss.device import cpu
 cpu.prepare()   # as `cl` does, before torch loads OpenMP: passive wait, the usable cores
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 import torchvision.datasets as tvd  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
 from centerloss import errors as errors_mod
 from centerloss.config.config import Config
-from centerloss.config.recipe import peak_lr
+from centerloss.config.recipe import Schedule
 from centerloss.data import batches as batch_mod, idx as idx_mod
 from centerloss.data.types import Dataset, Split, default_data_dir
-from centerloss.device import accel
+from centerloss.device import accel, speed
 from centerloss.device.runtime import Runtime
 from centerloss.evaluation.inference import infer
 from centerloss.model.center_loss import CenterLoss
+from centerloss.model.heads import training_loss
 from centerloss.model.nets import build_model
 from centerloss.train.loop import Step, TrainError, make_optimizer, train_step
 
@@ -67,6 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(0: skip the pipelines, for --to-accuracy alone)")
     p.add_argument("--rounds", type=int, default=3, help="alternating timed rounds per pipeline")
     p.add_argument("--batch-size", type=int, default=Config.batch_size, help="training batch size")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate of the schedule [default: the recipe's rule]")
+    p.add_argument("--grad-clip", type=float, default=Config.grad_clip,
+                   help="largest gradient norm of a step, as cl train's (0: none)")
     p.add_argument("--precision", default="auto", help="cl's precision: auto, fp32 or bf16")
     p.add_argument("--compile", action="store_true", help="torch.compile cl's model")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for both [torch's default]")
@@ -85,14 +97,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def machine(device: torch.device) -> str:
-    """The device, and always the CPU with the flags that pick its kernels (the host feeds a GPU)."""
-    host = f"CPU {cpu.summary()}; {cpu.describe()}"
+    """The device, and always the CPU with the flags that pick its kernels (the host feeds a GPU):
+    the model name as lscpu reports it, and which of amx_tile, amx_bf16 and avx512_bf16 (native
+    bf16) it has."""
+    _, flags = cpu.model_and_flags()
+    bf16 = [f for f in ("amx_tile", "amx_bf16", "avx512_bf16") if f in flags]
+    host = (f"CPU {cpu.summary()}; bf16 flags: {' '.join(bf16) or 'none'}; {cpu.describe()}")
     return f"{torch.cuda.get_device_name(device)}; {host}" if device.type == "cuda" else host
 
 
-def threaded(threads: int, fn: Callable[[], int]) -> Callable[[], int]:
+def load() -> str:
+    """The machine's load averages (1, 5, 15 minutes), to print beside figures taken under it."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+class NotFinite(Exception):
+    """A timed step's loss was not finite: its rate would time NaN arithmetic."""
+
+
+def check_finite(losses: list[torch.Tensor], what: str) -> None:
+    """Raise NotFinite unless every loss a timed round computed is finite (one read, after the
+    round, so that the check does not make each step wait for the device)."""
+    if losses and not bool(torch.isfinite(torch.stack(losses)).all()):
+        first = int((~torch.isfinite(torch.stack(losses))).nonzero()[0, 0])
+        raise NotFinite(f"{what}: the loss of timed step {first + 1} of the round is not finite; "
+                        f"no rate is printed for NaN arithmetic")
+
+
+def threaded(threads: int, fn: Callable[[], float]) -> Callable[[], float]:
     """fn run with that many CPU threads (0: as it is), the setting restored after it."""
-    def run() -> int:
+    def run() -> float:
         before = torch.get_num_threads()
         torch.set_num_threads(threads or before)
         try:
@@ -110,18 +147,30 @@ def sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def interleaved(runs: dict[str, Callable[[], int]], rounds: int, device: torch.device) -> dict[str, float]:
-    """Median images/s of each run; every round runs each once, in alternating order."""
+def interleaved(runs: dict[str, Callable[[], float]], rounds: int, device: torch.device) -> dict[str, float]:
+    """Median rate (what each run returns, per second) of each run; every round runs each once,
+    in alternating order."""
     rates: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             sync(device)
             start = time.perf_counter()
-            images = runs[name]()
+            work = runs[name]()
             sync(device)
-            rates[name].append(images / (time.perf_counter() - start))
+            rates[name].append(work / (time.perf_counter() - start))
     return {name: statistics.median(v) for name, v in rates.items()}
+
+
+def ceilings(device: torch.device) -> dict[str, Callable[[], float]]:
+    """The machine's ceiling runs (GFLOP done per call), to time in the rounds beside the pipelines."""
+    return {f"{name} matmul": speed.Ceiling(device, dtype).run
+            for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
+
+
+def share(rate: float, gflop_per_image: float, ceiling: float) -> str:
+    achieved = rate * gflop_per_image
+    return f"{achieved:,.0f} GFLOP/s, {achieved / ceiling:.0%} of the ceiling"
 
 
 def classic_dataset(ds: Dataset, root: str, train_split: bool, augment: int) -> tvd.VisionDataset:
@@ -159,34 +208,51 @@ def forever(dl: DataLoader) -> Iterator:
 
 
 def bench_training(args, cfg, ds, root, device, precision, workers) -> tuple[dict, dict]:
-    """Training images/s of both pipelines; returns the rates and the two trained nets."""
+    """Training images/s of both pipelines and the ceiling's GFLOP/s, in the same rounds; returns
+    the rates and the two trained nets. Both follow the recipe's schedule from step 0 (warm-up,
+    then cosine decay over --epochs or cl's default epochs) with its gradient clipping."""
+    batches = batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size)
+    schedule = Schedule.for_run(cfg, batches)
     cl_model, cl_center, cl_opt = new_net(cfg, ds, device, channels_last=True)
     forward = accel.compiled_forward(cl_model, cfg.batch_size, device) if cfg.compile else cl_model
     cl_data = cl_batches(ds, cfg)
-    step = Step(forward, cl_center, cl_opt, Runtime(device, precision), cfg.lam)
+    step = Step(forward, cl_center, cl_opt, Runtime(device, precision), cfg.lam, cfg.grad_clip,
+                training_loss(cl_model))
+    steps = {"cl": 0, "classic": 0}
 
     def cl_run(n: int) -> int:
-        images = 0
+        images, losses = 0, []
         with accel.cudnn_mode(autotune=False):
             for x, y in itertools.islice(cl_data, n):
-                train_step(step, x, y, peak_lr(cfg))
+                _, ce, center = train_step(step, x, y, schedule(steps["cl"]))
+                losses.append((ce + cfg.lam * center).detach().float())
+                steps["cl"] += 1
                 images += y.shape[0]
+        check_finite(losses, "cl")
         return images
 
     tv_model, tv_center, tv_opt = new_net(cfg, ds, device, channels_last=False)
     tv_data = forever(loader(classic_dataset(ds, root, True, cfg.augment), cfg.batch_size, True,
                              workers, device))
+    tv_params, tv_loss = list(tv_model.parameters()), training_loss(tv_model)
 
     def classic_run(n: int) -> int:
-        images = 0
+        images, losses = 0, []
         for x, y in itertools.islice(tv_data, n):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            for group in tv_opt.param_groups:
+                group["lr"] = schedule(steps["classic"])
             features, logits = tv_model(x)
-            loss = F.cross_entropy(logits, y) + cfg.lam * tv_center(features, y)
+            loss = tv_loss(logits, y) + cfg.lam * tv_center(features, y)
             tv_opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(tv_params, cfg.grad_clip)
             tv_opt.step()
+            losses.append(loss.detach())
+            steps["classic"] += 1
             images += y.shape[0]
+        check_finite(losses, "classic")
         return images
 
     cl_model.train()
@@ -199,12 +265,16 @@ def bench_training(args, cfg, ds, root, device, precision, workers) -> tuple[dic
         sync(device)
         print(f"  warm-up {name}: {time.perf_counter() - start:.1f} s for 2 batches", flush=True)
     rates = interleaved({"cl": threaded(args.cl_threads, lambda: cl_run(args.batches)),
-                         "classic": lambda: classic_run(args.batches)}, args.rounds, device)
+                         "classic": lambda: classic_run(args.batches),
+                         **ceilings(device)}, args.rounds, device)
+    print(f"  trained {steps['cl']} steps of the schedule (peak learning rate {schedule.lr:g} from "
+          f"step {schedule.warmup}), every timed loss finite", flush=True)
     return rates, {"cl": cl_model, "classic": tv_model}
 
 
 def bench_inference(args, ds, root, device, precision, workers, nets) -> dict[str, dict[str, float]]:
-    """Evaluation and embedding images/s: cl's infer() against a DataLoader loop."""
+    """Evaluation and embedding images/s: cl's infer() against a DataLoader loop, each round
+    beside the ceiling; every output checked finite."""
     n_test = args.eval_images or len(ds.test)
     n_train = args.eval_images or len(ds.train)
     test = Split(ds.test.images[:n_test], ds.test.labels[:n_test])
@@ -215,8 +285,13 @@ def bench_inference(args, ds, root, device, precision, workers, nets) -> dict[st
                       False, workers, device)
     cl_model, tv_model = nets["cl"].eval(), nets["classic"].eval()
 
+    def finite(t: torch.Tensor, what: str) -> None:
+        if not bool(torch.isfinite(t).all()):
+            raise NotFinite(f"{what}: the model's outputs are not finite; no rate is printed")
+
     def cl_eval() -> int:
         _, logits = infer(cl_model, test, ds.mean, ds.std, Runtime(device, precision))
+        finite(logits, "cl evaluation")
         (logits.argmax(1) == test.labels).float().mean().item()
         return n_test
 
@@ -225,12 +300,13 @@ def bench_inference(args, ds, root, device, precision, workers, nets) -> dict[st
         with torch.no_grad():
             for x, y in tv_test:
                 _, logits = tv_model(x.to(device, non_blocking=True))
+                finite(logits, "classic evaluation")
                 correct += (logits.argmax(1) == y.to(device)).sum().item()
         return n_test
 
     def cl_embed() -> int:
         features, _ = infer(cl_model, train_part, ds.mean, ds.std, Runtime(device, precision))
-        features.cpu()
+        finite(features.cpu(), "cl embedding")
         return n_train
 
     def classic_embed() -> int:
@@ -238,14 +314,15 @@ def bench_inference(args, ds, root, device, precision, workers, nets) -> dict[st
         with torch.no_grad():
             for x, _ in tv_train:
                 feats.append(tv_model(x.to(device, non_blocking=True))[0].cpu())
-        torch.cat(feats)
+        finite(torch.cat(feats), "classic embedding")
         return n_train
 
     cl_eval, cl_embed = threaded(args.cl_threads, cl_eval), threaded(args.cl_threads, cl_embed)
     for run in (cl_eval, classic_eval, cl_embed, classic_embed):
         run()    # warm-up: kernel selection, worker start
-    return {"evaluation": interleaved({"cl": cl_eval, "classic": classic_eval}, args.rounds, device),
-            "embedding": interleaved({"cl": cl_embed, "classic": classic_embed}, args.rounds, device)}
+    roof = ceilings(device)
+    return {"evaluation": interleaved({"cl": cl_eval, "classic": classic_eval, **roof}, args.rounds, device),
+            "embedding": interleaved({"cl": cl_embed, "classic": classic_embed, **roof}, args.rounds, device)}
 
 
 def bench_to_accuracy(args, cfg: Config, root: str) -> None:
@@ -257,6 +334,9 @@ def bench_to_accuracy(args, cfg: Config, root: str) -> None:
                cfg.precision, "--device", cfg.device, "--seed", str(cfg.seed)]
     if cfg.compile:
         command.append("--compile")
+    if cfg.lr is not None:
+        command += ["--lr", str(cfg.lr)]
+    command += ["--grad-clip", str(cfg.grad_clip)]
     if cfg.epochs is not None:     # None: cl train's own rule picks them
         command += ["--epochs", str(cfg.epochs)]
     if args.cl_threads:
@@ -291,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         run(args)
-    except (errors_mod.DataError, TrainError, accel.CompileError, ValueError) as e:
+    except (errors_mod.DataError, TrainError, accel.CompileError, ValueError, NotFinite) as e:
         sys.exit(f"error: {e}")
 
 
@@ -303,7 +383,8 @@ def run(args: argparse.Namespace) -> None:
     workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
     cfg = Config(model=args.model, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
                  precision=args.precision, compile=args.compile, batch_size=args.batch_size,
-                 seed=args.seed, epochs=args.epochs)
+                 seed=args.seed, epochs=args.epochs, lr=args.lr,
+                 grad_clip=args.grad_clip)
     cfg.validate()
     idx_mod.find_files(args.dataset, args.data_dir or None)    # downloads if need be
     root = args.data_dir or str(default_data_dir())
@@ -312,21 +393,39 @@ def run(args: argparse.Namespace) -> None:
     print(f"{args.model} on {args.dataset}, batch {args.batch_size}, {device}, torch {torch.__version__}"
           f"\n  {machine(device)}\n  cl: {precision}, channels_last, compile {args.compile}, "
           f"{args.cl_threads or threads} threads; classic: fp32, {workers} DataLoader workers, "
-          f"{threads} threads")
+          f"{threads} threads\n  load average before: {load()}")
     if args.batches > 0:
+        probe = build_model(cfg.model, len(ds.classes), cfg.feature_dim, 1, ds.train.images.shape[-1])
+        shape = tuple(ds.input_shape)
+        train_gflop = speed.counted_flops(probe, shape, train=True) / 1e9
+        eval_gflop = speed.counted_flops(probe, shape, train=False) / 1e9
+        print(f"  {args.model}: {train_gflop * 1e3:,.1f} MFLOP per trained image, "
+              f"{eval_gflop * 1e3:,.1f} per evaluated image (torch.utils.flop_counter)")
         print("training")
         rates, nets = bench_training(args, cfg, ds, root, device, precision, workers)
+        roof = rates["bf16 matmul"] if precision == "bf16" else rates["fp32 matmul"]
+        print(f"ceiling: {CEILING} matrix product bf16 {rates['bf16 matmul']:,.0f} GFLOP/s, fp32 "
+              f"{rates['fp32 matmul']:,.0f} GFLOP/s", flush=True)
         print(f"training images/s: cl {rates['cl']:,.0f}  classic {rates['classic']:,.0f}  "
               f"ratio {rates['cl'] / rates['classic']:.2f}x", flush=True)
+        print(f"  cl: {share(rates['cl'], train_gflop, roof)} ({precision}); classic: "
+              f"{share(rates['classic'], train_gflop, rates['fp32 matmul'])} (fp32)", flush=True)
         for task, r in bench_inference(args, ds, root, device, precision, workers, nets).items():
+            roof = r["bf16 matmul"] if precision == "bf16" else r["fp32 matmul"]
             print(f"{task} images/s: cl {r['cl']:,.0f}  classic {r['classic']:,.0f}  "
                   f"ratio {r['cl'] / r['classic']:.2f}x  (cl: infer(), batches of "
                   f"{threaded(args.cl_threads, lambda: accel.inference_batch_size(device))()}; "
                   f"classic: batches of {args.batch_size})", flush=True)
+            print(f"  cl: {share(r['cl'], eval_gflop, roof)} ({precision}); classic: "
+                  f"{share(r['classic'], eval_gflop, r['fp32 matmul'])} (fp32); ceiling bf16 "
+                  f"{r['bf16 matmul']:,.0f}, fp32 {r['fp32 matmul']:,.0f} GFLOP/s", flush=True)
     if args.to_accuracy:
         print(f"time to {args.to_accuracy:.2%} test accuracy, cl's default recipe")
         bench_to_accuracy(args, cfg, root)
+    print(f"load average after: {load()}")
 
+
+CEILING = f"{speed.CEILING_SIDE} x {speed.CEILING_SIDE}"
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -85,9 +87,13 @@ def train_once(args: argparse.Namespace, data: Path, out: Path, setting: str) ->
     if result.returncode != 0:
         sys.exit(f"error: cl train failed under {setting}: {result.stderr.strip()[-500:]}")
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    if not all(math.isfinite(r["train_ce"]) and math.isfinite(r["train_center"]) for r in history):
+        sys.exit(f"error: cl train under {setting}: a training loss is not finite; no rate is "
+                 f"printed for NaN arithmetic")
     start_line = result.stdout.splitlines()[0]
     return {"rate": history[-1]["train_images_per_s"], "wall": wall,
-            "chosen": start_line.rsplit(", cpu ", 1)[-1]}
+            # precision, threads and wait policy, without the compile choice
+            "chosen": re.sub(r", (eager|compiled) \([^)]*\)", "", start_line.rsplit(", cpu ", 1)[-1])}
 
 
 def measure(args: argparse.Namespace, data: Path, work: Path) -> dict[tuple[str, str], list[dict]]:

@@ -34,10 +34,14 @@ def export(root: Path, n: int, channels: int) -> None:
 
 def epoch_rate(split, batch_size: int, mean, std) -> float:
     start = time.perf_counter()
-    seen = 0
+    seen, finite = 0, torch.tensor(True)
     for x, _ in batch_mod.train_batches(split, batch_size, 0, 1, 2, mean, std):
         seen += x.shape[0]
-    return seen / (time.perf_counter() - start)
+        finite &= torch.isfinite(x).all()
+    rate = seen / (time.perf_counter() - start)
+    if not finite:
+        raise SystemExit("error: a batch held non-finite values; no rate is printed")
+    return rate
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import statistics
 import sys
@@ -65,6 +66,9 @@ def one_epoch(cfg: Config, ds: Dataset, live: bool, out: Path) -> tuple[float, f
                       color_system="truecolor")
     reporter = TimedReporter(console, live=live)
     record = train(cfg, out, reporter, dataset=ds, overwrite=True)[-1]
+    if not all(math.isfinite(record[k]) for k in ("train_ce", "train_center")):
+        sys.exit(f"error: the epoch's training loss is not finite (ce {record['train_ce']}, center "
+                 f"{record['train_center']}); no rate is printed for NaN arithmetic")
     return record["train_images_per_s"], reporter.seconds / record["train_seconds"], reporter
 
 

@@ -4,7 +4,9 @@ Training variants are '+'-joined words: cl (channels_last, as cl trains), nchw (
 format instead), bf16 (autocast), compile (torch.compile; the warm-up line shows its cost), t1 (one
 CPU thread). Inference variants are batch sizes, optionally with +t1 and +bf16. Every variant runs
 in this one process and they take turns round by round, so that other load on the machine slows
-them alike; medians are printed.
+them alike; medians are printed. Training follows the recipe's schedule (warm-up, then cosine
+decay) with its clipping from the seed, and every timed loss is checked: a non-finite one stops the
+bench with a one-line error instead of a rate.
 
     PYTHONPATH=. python bench/variants.py --model seed --train cl,nchw,cl+t1 --infer 128,2048
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 from centerloss.device import cpu
 
@@ -21,12 +24,14 @@ cpu.prepare()   # as `cl` does, before torch loads OpenMP: passive wait, the usa
 import torch  # noqa: E402
 
 from centerloss.config.config import Config
-from centerloss.config.recipe import peak_lr
+from centerloss.config.recipe import Schedule
+from centerloss.data.batches import batches_per_epoch
 from centerloss.data.types import Split
-from centerloss.device import accel
+from centerloss.device import accel, speed
 from centerloss.device.runtime import Runtime, resolve_device
 from centerloss.evaluation.inference import infer
 from centerloss.model.center_loss import CenterLoss
+from centerloss.model.heads import training_loss
 from centerloss.model.nets import build_model
 from centerloss.train.loop import Step, make_optimizer, train_step
 
@@ -73,13 +78,28 @@ def make_step(variant: str, cfg: Config, device: torch.device, x: torch.Tensor, 
     forward = accel.compiled_forward(model, cfg.batch_size, device) if "compile" in words else model
     precision = "bf16" if "bf16" in words else "fp32"
     threads = 1 if "t1" in words else torch.get_num_threads()
-    step = Step(forward, center_loss, optimizer, Runtime(device, precision), cfg.lam)
+    step = Step(forward, center_loss, optimizer, Runtime(device, precision), cfg.lam, cfg.grad_clip,
+                training_loss(model))
+    # the recipe's schedule (warm-up, cosine) for a run over MNIST's 60,000 images, from step 0
+    schedule = Schedule.for_run(cfg, batches_per_epoch(60000, cfg.batch_size))
+    done = [0]
 
     def run(steps: int) -> int:
+        losses = []
         for _ in range(steps):
-            train_step(step, x, y, peak_lr(cfg))
+            _, ce, center = train_step(step, x, y, schedule(done[0]))
+            losses.append((ce + cfg.lam * center).detach().float())
+            done[0] += 1
+        if not bool(torch.isfinite(torch.stack(losses)).all()):
+            raise SystemExit(f"error: {variant}: a timed step's loss is not finite (by step "
+                             f"{done[0]}); no rate is printed for NaN arithmetic")
         return steps * x.shape[0]
     return lambda steps: with_threads(threads, lambda: run(steps))()
+
+
+def load() -> str:
+    """The load averages (1, 5, 15 minutes), printed before and after: a contended run says so."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def medians(runs: dict, rounds: int, device: torch.device) -> dict[str, float]:
@@ -102,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     cfg = Config(model=args.model, batch_size=args.batch_size)
     g = torch.Generator().manual_seed(0)
-    print(f"{args.model}, {device}, torch {torch.__version__}\n  CPU {cpu.summary()}; {cpu.describe()}")
+    print(f"{args.model}, {device}, torch {torch.__version__}\n  CPU {cpu.summary()}; {cpu.describe()}"
+          f"\n  load average before: {load()}")
     variants = [v for v in args.train.split(",") if v]
     if variants:
         x = torch.randn(args.batch_size, 1, 28, 28, generator=g).to(device)
@@ -112,9 +133,19 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             run(2)      # kernel selection, and the whole compile for 'compile'
             print(f"  warm-up {v}: {time.perf_counter() - start:.1f} s", flush=True)
-        for v, rate in medians({v: (lambda r=r: r(args.steps)) for v, r in steps.items()},
-                               args.rounds, device).items():
-            print(f"train {v}: {rate:,.0f} images/s")
+        # the machine's ceiling in the same rounds (GFLOP, not images, per run), and the FLOPs per
+        # trained image counted: each rate is also a share of the ceiling of its precision
+        roof = {f"{name} matmul": speed.Ceiling(device, dtype).run
+                for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
+        gflop = speed.counted_flops(build_model(cfg.model), (1, 28, 28), train=True) / 1e9
+        rates = medians({**{v: (lambda r=r: r(args.steps)) for v, r in steps.items()}, **roof},
+                        args.rounds, device)
+        print(f"ceiling: bf16 {rates['bf16 matmul']:,.0f} GFLOP/s, fp32 {rates['fp32 matmul']:,.0f} "
+              f"GFLOP/s; {gflop * 1e3:.1f} MFLOP per trained image (torch.utils.flop_counter)")
+        for v in steps:
+            ceiling = rates["bf16 matmul" if "bf16" in v.split("+") else "fp32 matmul"]
+            print(f"train {v}: {rates[v]:,.0f} images/s, {rates[v] * gflop:,.0f} GFLOP/s, "
+                  f"{rates[v] * gflop / ceiling:.0%} of the ceiling")
     sizes = [b for b in args.infer.split(",") if b]
     if sizes:
         model = build_model(args.model).to(device, memory_format=torch.channels_last)
@@ -128,13 +159,18 @@ def main(argv: list[str] | None = None) -> None:
                                  f"and +bf16")
             threads = 1 if "t1" in rest else torch.get_num_threads()
             precision = "bf16" if "bf16" in rest else "fp32"
-            return with_threads(threads, lambda: infer(model, split, 0.5, 0.25, Runtime(device, precision),
-                                                       int(size))[0].shape[0])
+            def run() -> int:
+                features, logits = infer(model, split, 0.5, 0.25, Runtime(device, precision), int(size))
+                if not bool(torch.isfinite(logits).all()):
+                    raise SystemExit(f"error: infer {variant}: the outputs are not finite")
+                return features.shape[0]
+            return with_threads(threads, run)
         runs = {b: infer_run(b) for b in sizes}
         for run in runs.values():
             run()
         for b, rate in medians(runs, args.rounds, device).items():
             print(f"infer batch {b}: {rate:,.0f} images/s")
+    print(f"load average after: {load()}")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,7 @@ class TrainReporter(Callbacks):
             f"of {plural(batches, 'batch', 'batches')} of "
             f"{batch}, {checkpoint_policy(cfg, dataset)}, "
             f"{runtime.device.type} {runtime.precision}"
+            + (f", {runtime.compile_note}" if runtime.compile_note else "")
             + (f", {cpu.describe()}" if runtime.device.type == "cpu" else ""),
             highlight=False)
         for note in recipe.notes(cfg, len(dataset.test)):

@@ -47,7 +47,7 @@ def train(
     out: Path = flag("--out"),
     device: str = flag("--device"),
     precision: str = flag("--precision"),
-    compile: bool = flag("--compile"),
+    compile: Optional[bool] = flag("--compile"),
     seed: int = flag("--seed"),
     augment: int = flag("--augment"),
     keep_checkpoints: str = flag("--keep-checkpoints"),

@@ -1,6 +1,7 @@
 """bench/bench.py runs end to end on tiny data and its figures are consistent (no timing thresholds)."""
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,19 @@ def test_bench_prints_both_pipelines_their_ratio_and_time_to_accuracy(tmp_path, 
     out = capsys.readouterr().out
     assert re.search(r"^  CPU .+, \d+ cores: .*avx2.*; \d+ threads?( \(OMP_NUM_THREADS\))?, ", out, re.M) or \
         re.search(r"^  CPU .+, \d+ cores: none of ", out, re.M)
+    assert re.search(r"^  CPU .*; bf16 flags: [a-z0-9_ ]+; ", out, re.M)
+    assert re.search(r"^  load average before: [\d.]+ [\d.]+ [\d.]+$", out, re.M)
+    assert re.search(r"^load average after: [\d.]+ [\d.]+ [\d.]+$", out, re.M)
+    assert re.search(r"^  seed: [\d.]+ MFLOP per trained image, [\d.]+ per evaluated image "
+                     r"\(torch.utils.flop_counter\)$", out, re.M)
+    ceiling = re.search(r"^ceiling: 2048 x 2048 matrix product bf16 ([\d,]+) GFLOP/s, fp32 ([\d,]+) "
+                        r"GFLOP/s$", out, re.M)
+    assert ceiling and all(float(c.replace(",", "")) > 0 for c in ceiling.groups())
+    assert re.search(r"^  trained \d+ steps of the schedule \(peak learning rate [\d.]+ from step "
+                     r"\d+\), every timed loss finite$", out, re.M)
+    shares = re.findall(r"^  cl: ([\d,]+) GFLOP/s, (\d+)% of the ceiling \((fp32|bf16)\); classic: "
+                        r"([\d,]+) GFLOP/s, (\d+)% of the ceiling \(fp32\)", out, re.M)
+    assert len(shares) == 3      # training, evaluation, embedding
     rows = re.findall(r"^(training|evaluation|embedding) images/s: cl ([\d,]+)  classic ([\d,]+)  "
                       r"ratio ([\d.]+)x", out, re.M)
     assert [r[0] for r in rows] == ["training", "evaluation", "embedding"]
@@ -35,6 +49,17 @@ def test_bench_prints_both_pipelines_their_ratio_and_time_to_accuracy(tmp_path, 
     reached = re.search(r"^reached 1\.00% test accuracy in epoch 1, ([\d.]+) s after `cl train` "
                         r"started \(([\d.]+) s of it training\)$", out, re.M)
     assert reached and 0 < float(reached[2]) < float(reached[1])
+
+
+def test_bench_refuses_a_rate_when_a_timed_loss_is_not_finite(tmp_path, capsys):
+    data = make_dataset(tmp_path, n_train=200, n_test=50)
+    with pytest.raises(SystemExit) as stop:
+        load_bench().main(["--model", "seed", "--data-dir", str(data), "--batches", "3", "--rounds", "1",
+                           "--batch-size", "50", "--precision", "fp32", "--lr", "1000",
+                           "--grad-clip", "0"])
+    assert re.fullmatch(r"error: (cl|classic): the loss of timed step \d+ of the round is not finite; "
+                        r"no rate is printed for NaN arithmetic", stop.value.code)
+    assert "images/s" not in capsys.readouterr().out
 
 
 def test_bench_reports_bad_options_in_one_line():
@@ -88,3 +113,28 @@ def test_sweep_prints_a_row_per_cell_and_names_a_diverged_one(tmp_path, capsys):
     sweep.main(base + ["--set", "lr=1000", "--set", "grad_clip=0", "--set", "batch_size=20"])
     rows = row.findall(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0][6] == "diverged"
+
+
+def test_whole_command_bench_refuses_a_run_whose_loss_is_not_finite(monkeypatch):
+    spec = importlib.util.spec_from_file_location("whole_script", BENCH.parent / "whole.py")
+    whole = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(whole)
+    nan = [sys.executable, "-c", 'print(\'{"train_ce": NaN, "test_accuracy": 0.1}\')']
+    with pytest.raises(SystemExit) as stop:
+        whole.timed(nan, "cl")
+    assert stop.value.code == "error: cl: the training loss is not finite (nan); no time is printed"
+    seconds, record = whole.timed([sys.executable, "-c", 'print(\'{"train_loss": 0.5, "test_accuracy": 0.9}\')'],
+                                  "classic")
+    assert seconds > 0 and record["test_accuracy"] == 0.9
+
+
+def test_profile_prints_the_shares_of_a_step(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("profile_script", BENCH.parent / "profile_step.py")
+    prof = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prof)
+    data = make_dataset(tmp_path, n_train=100, n_test=20)
+    prof.main(["--data-dir", str(data), "--model", "seed", "--batch-size", "50", "--steps", "2",
+               "--precision", "fp32", "--rows", "1"])
+    shares = re.findall(r"^  (\S.*?) +([\d.]+)%$", capsys.readouterr().out, re.M)
+    assert "convolution" in [s[0] for s in shares]
+    assert abs(sum(float(s[1]) for s in shares) - 100) < 0.5

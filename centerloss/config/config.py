@@ -45,7 +45,7 @@ class Config:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"     # auto: bf16 where the device computes it natively, else fp32
-    compile: bool = False       # torch.compile the model: for GPUs; slower on an AVX2 CPU (measured)
+    compile: bool | None = None  # torch.compile the model; None: where it pays (device/compile_rule.py)
     snapshot_train: int = 10000  # train-split features stored per epoch for plots (0: none)
     keep_checkpoints: str = keep.DEFAULT  # epoch checkpoints kept in RUN/epochs/: last, all or N
 

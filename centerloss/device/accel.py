@@ -52,13 +52,18 @@ def fused_optimizer(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
+def has_cpp_compiler() -> bool:
+    """inductor builds its CPU kernels with a C++ compiler: CXX, g++, c++ or clang++ on PATH."""
+    return any(name and shutil.which(name)
+               for name in (os.environ.get("CXX", ""), "g++", "c++", "clang++"))
+
+
 def check_compile(device: torch.device) -> None:
     """Raise CompileError unless torch.compile's backend can build kernels for the device: inductor
     needs a C++ compiler for the CPU and Triton for CUDA. Checked up front, because otherwise the
     failure surfaces as a long traceback at the first batch."""
     if device.type == "cpu":
-        names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
-        if not any(name and shutil.which(name) for name in names):
+        if not has_cpp_compiler():
             raise CompileError("--compile on the CPU needs a C++ compiler (g++ or clang++) on PATH; "
                                "install one or train without --compile")
     elif device.type == "cuda" and importlib.util.find_spec("triton") is None:

@@ -47,6 +47,7 @@ class Runtime:
     device: torch.device
     precision: str = "fp32"     # resolved: "fp32" or "bf16", never "auto"; for display and autocast()
     ctx: distributed.Context = field(default_factory=distributed.Context)
+    compile_note: str = ""      # whether training runs compiled and why, for the start line
 
     @classmethod
     def resolve(cls, device: str = "auto", precision: str = "auto",

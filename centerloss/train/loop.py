@@ -20,7 +20,7 @@ from centerloss.data import batches as batch_mod
 from centerloss.data.registry import dataset_for
 from centerloss.data.sample import fingerprint
 from centerloss.data.types import Dataset
-from centerloss.device import accel, distributed
+from centerloss.device import accel, compile_rule, distributed
 from centerloss.device.runtime import Runtime
 from centerloss.errors import Interrupted, TrainError
 from centerloss.evaluation.evaluate import evaluate_epoch
@@ -135,7 +135,12 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: Dataset | None, overw
     center_loss = CenterLoss(num_classes, cfg.feature_dim, cfg.alpha, ctx.group).to(device)
     optimizer = make_optimizer(model, cfg)
     forward = net
-    if cfg.compile:
+    # torch.compile as --compile/--no-compile say, else where it pays for the images left to train
+    epochs = epochs_for(cfg, batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world))
+    left = (epochs - (state.progress.epoch if state else 1) + 1) * len(ds.train) // ctx.world
+    choice = compile_rule.decide(cfg.compile, runtime, cfg.model, left)
+    runtime = dataclasses.replace(runtime, compile_note=choice.note)
+    if choice.on:
         try:   # compiled for the full shard of a batch; other sizes run eager
             forward = accel.compiled_forward(net, cfg.batch_size // ctx.world, device)
         except accel.CompileError as e:

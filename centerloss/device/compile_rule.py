@@ -1,0 +1,70 @@
+"""Whether a run trains through torch.compile: --compile or --no-compile as the user says, else
+where it pays, by a rule stated here and said on the start line.
+
+Compiling fuses the elementwise work around the convolutions (BatchNorm, PReLU, pooling's
+bookkeeping) into a few generated loops, but costs tens of seconds before the first step. It pays
+when the time it saves over the run exceeds that cost:
+
+    images to train / eager images/s  x  share of a step saved  >  seconds to compile
+
+with the figures measured for a model on a kind of device (docs/performance.md). Where a figure is
+missing, the rule keeps the eager model: it never guesses that compiling pays. It reads only the
+config, the device and the CPU's flags, never a timing, so the same command on the same machine
+always decides the same way (and a seeded run stays reproducible)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from centerloss.device.accel import has_cpp_compiler
+from centerloss.device.runtime import Runtime, native_bf16
+
+# Measured on the 2-core Xeon with AMX (amx_tile, amx_bf16, avx512_bf16), torch 2.14.1, bf16,
+# batch 128 (issue 24, docs/performance.md): LeNets++ eager 1,090 images/s, compiled 1,457 after
+# 28.6 s of compiling, quiet. A compiled step takes 1,090 / 1,457 = 75% of an eager one. (At one
+# thread under load, 2026-12-06, compiling saved 29-38% of a step: the rule keeps the quiet 25%.)
+COMPILE_SECONDS = 30.0
+EAGER_IMAGES_PER_S_PER_THREAD = {"lenetspp": 545.0}   # bf16, AMX: 1,090 on 2 threads
+SAVED_SHARE = {"lenetspp": 0.25}
+
+
+@dataclass(frozen=True)
+class CompileChoice:
+    on: bool
+    why: str        # for the start line: "compiled (auto: ...)", "eager (--no-compile)"
+
+    @property
+    def note(self) -> str:
+        return f"{'compiled' if self.on else 'eager'} ({self.why})"
+
+
+def decide(flag: bool | None, runtime: Runtime, model: str, images: int,
+           threads: int | None = None, compiler: bool | None = None,
+           amx: bool | None = None) -> CompileChoice:
+    """--compile (True) or --no-compile (False) as given; for None, the rule above. `images` is
+    what this process will train (epochs left x its share of the training split); `threads`,
+    `compiler` and `amx` default to this machine's (tests pass their own)."""
+    if flag is not None:
+        return CompileChoice(flag, "--compile" if flag else "--no-compile")
+    device = runtime.device
+    if device.type != "cpu":
+        return CompileChoice(False, f"auto: not yet measured to pay on {device.type}; --compile "
+                                    f"forces it")
+    if runtime.precision != "bf16" or not native_bf16(device):
+        return CompileChoice(False, "auto: measured to pay only in bf16 on a CPU with AMX")
+    if not (amx if amx is not None else torch.cpu._is_amx_tile_supported()):
+        # the Zen 5 EPYC (avx512_bf16, no AMX): LeNets++ 266 against 239 images/s, within its
+        # noise, after 50-70 s of compiling (docs/performance.md)
+        return CompileChoice(False, "auto: measured to pay only on a CPU with AMX")
+    if model not in SAVED_SHARE:
+        return CompileChoice(False, f"auto: not measured to pay for {model}; --compile forces it")
+    if not (has_cpp_compiler() if compiler is None else compiler):
+        return CompileChoice(False, "auto: no C++ compiler (g++ or clang++) for inductor")
+    threads = threads or torch.get_num_threads()
+    saved = images / (EAGER_IMAGES_PER_S_PER_THREAD[model] * threads) * SAVED_SHARE[model]
+    if saved > COMPILE_SECONDS:
+        return CompileChoice(True, f"auto: saves ~{saved:.0f} s over {images:,} images, "
+                                   f"compiling takes ~{COMPILE_SECONDS:.0f} s")
+    return CompileChoice(False, f"auto: would save ~{saved:.0f} s over {images:,} images, "
+                                f"less than the ~{COMPILE_SECONDS:.0f} s compiling takes")

@@ -1,0 +1,84 @@
+"""The rule that turns torch.compile on where it pays, and the start line that says so."""
+import re
+
+import pytest
+import torch
+from support.data import make_dataset
+from typer.testing import CliRunner
+
+from centerloss.device import compile_rule
+from centerloss.device.compile_rule import COMPILE_SECONDS, decide
+from centerloss.device.runtime import Runtime
+from cli.main import app
+
+CPU_BF16 = Runtime(torch.device("cpu"), "bf16")
+AMX = {"threads": 2, "compiler": True, "amx": True}
+
+
+@pytest.fixture
+def native(monkeypatch):
+    monkeypatch.setattr(compile_rule, "native_bf16", lambda device: True)
+
+
+def test_the_flag_wins_either_way():
+    assert decide(True, Runtime(torch.device("cpu"), "fp32"), "seed", 10) == \
+        compile_rule.CompileChoice(True, "--compile")
+    assert decide(False, CPU_BF16, "lenetspp", 10 ** 9, **AMX).note == "eager (--no-compile)"
+
+
+def test_a_long_lenetspp_run_in_bf16_on_amx_compiles_and_a_short_one_does_not(native):
+    # break-even: images / (rate x threads) x saved share = compile seconds
+    rate = compile_rule.EAGER_IMAGES_PER_S_PER_THREAD["lenetspp"] * 2
+    even = COMPILE_SECONDS * rate / compile_rule.SAVED_SHARE["lenetspp"]
+    long, short = decide(None, CPU_BF16, "lenetspp", int(even * 1.1), **AMX), \
+        decide(None, CPU_BF16, "lenetspp", int(even * 0.9), **AMX)
+    assert long.on and re.fullmatch(r"compiled \(auto: saves ~\d+ s over [\d,]+ images, compiling "
+                                    r"takes ~30 s\)", long.note)
+    assert not short.on and short.note.startswith("eager (auto: would save ~")
+    assert decide(None, CPU_BF16, "lenetspp", 12 * 60000, **AMX).on        # the default MNIST run
+    assert not decide(None, CPU_BF16, "lenetspp", 60000, **AMX).on         # one epoch: not repaid
+
+
+def test_the_rule_keeps_eager_where_compiling_was_not_measured_to_pay(native):
+    n = 10 ** 8
+    assert not decide(None, Runtime(torch.device("cpu"), "fp32"), "lenetspp", n, **AMX).on
+    assert not decide(None, CPU_BF16, "seed", n, **AMX).on
+    assert not decide(None, CPU_BF16, "lenetspp", n, threads=2, compiler=True, amx=False).on
+    no_cxx = decide(None, CPU_BF16, "lenetspp", n, threads=2, compiler=False, amx=True)
+    assert not no_cxx.on and "no C++ compiler" in no_cxx.note
+
+
+def test_the_start_line_says_whether_the_run_is_compiled(tmp_path):
+    tiny_data = make_dataset(tmp_path, n_train=64, n_test=32)
+    result = CliRunner().invoke(app, ["train", "--model", "seed", "--epochs", "1", "--precision",
+                                      "fp32", "--device", "cpu", "--data-dir", str(tiny_data),
+                                      "--out", str(tmp_path / "run"), "--no-live"])
+    assert result.exit_code == 0, result.output
+    start = result.output.splitlines()[0]
+    assert ", cpu fp32, eager (auto: measured to pay only in bf16 on a CPU with AMX), " in start
+
+
+@pytest.mark.skipif(not compile_rule.has_cpp_compiler(), reason="inductor needs a C++ compiler")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_compiled_block_computes_what_the_eager_one_does(precision):
+    """LeNets++'s block (conv, BatchNorm, PReLU, max-pooling) through inductor, the path compiling
+    by default fuses, against eager: the same outputs and gradients within the precision's rounding.
+    Small, so that compiling takes seconds; the whole net is the same layers, six times."""
+    from centerloss.model.nets import _conv
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(*_conv(1, 8, 5), *_conv(8, 8, 5), torch.nn.MaxPool2d(2))
+    block = block.to(memory_format=torch.channels_last)
+    x = torch.randn(16, 1, 12, 12).contiguous(memory_format=torch.channels_last)
+    runtime = Runtime(torch.device("cpu"), precision)
+    fast = torch.compile(block, dynamic=False)
+    results = []
+    for model in (block, fast):
+        for p in block.parameters():
+            p.grad = None
+        with runtime.autocast():
+            out = model(x)
+        out.float().square().mean().backward()
+        results.append([out.detach().float()] + [p.grad.clone() for p in block.parameters()])
+    tol = {"rtol": 1e-4, "atol": 1e-5} if precision == "fp32" else {"rtol": 0.05, "atol": 0.02}
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, **tol)
