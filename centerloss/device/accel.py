@@ -35,13 +35,9 @@ def cudnn_mode(autotune: bool) -> Iterator[None]:
 
 
 def inference_batch_size(device: torch.device) -> int:
-    """Images per forward pass in evaluation and embedding. A GPU wants large batches to stay busy.
-    A CPU is fastest on batches whose activations stay in its caches. On the 2-core AVX2 EPYC one
-    thread ran the seed net at 3,500 images/s in batches of 128 against 1,600 in 2,048. Two threads
-    once did better on 512, but only while OpenMP's threads spun between kernels (fewer, larger
-    kernels meant fewer waits); with the passive wait cl now sets (cpu.prepare), the 2-core Zen 5
-    EPYC ran LeNets++ in bf16 at 1,109 images/s in batches of 128 against 558 in 512, and the
-    seed net at 21,300 against 2,400 (bench/variants.py --infer, contended)."""
+    """Images per forward pass in evaluation and embedding. A GPU wants large batches to stay busy;
+    a CPU is fastest on batches whose activations stay in its caches (docs/performance.md has the
+    runs, bench/variants.py --infer measures it)."""
     return 2048 if device.type != "cpu" else 128
 
 

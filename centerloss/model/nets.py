@@ -16,9 +16,8 @@ from centerloss.model.heads import build_head
 class PReLU(nn.PReLU):
     """nn.PReLU (same parameter, same checkpoints) whose bf16 training pass on the CPU is computed
     as relu(x) - a * relu(-x), the same values: ATen's PReLU backward on bf16 channels_last CPU
-    tensors took 16% of a LeNets++ step (27 ms for 128 x 32 x 28 x 28 on the Zen 5 EPYC), about 4x
-    the composite's; with it the step ran 25% faster (302 vs 242 images/s). Without gradients the
-    composite is 10x slower than ATen's forward, and in fp32 it gains nothing, so those use ATen."""
+    tensors is several times slower than the composite's (docs/performance.md). Without gradients
+    the composite is slower than ATen's forward, and in fp32 it gains nothing, so those use ATen."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (x.dtype == torch.bfloat16 and x.device.type == "cpu" and torch.is_grad_enabled()):
@@ -124,7 +123,7 @@ def build_model(name: str, num_classes: int = 10, feature_dim: int = 2, in_chann
             # A margin head sees features only through their direction, and its gradient grows as
             # 1 / ||x||: from the feature layer's first norms (about 0.02) the first steps threw
             # every feature far out along one shared direction and training stalled there
-            # (measured: the seed net at chance on MNIST). BatchNorm instead of PReLU, the
+            # (the seed net stayed at chance on MNIST). BatchNorm instead of PReLU, the
             # embedding of ArcFace's paper (FC + BN), takes away that shared offset and holds
             # the norms near 1; ResNet-18's embedding is FC + BN already.
             model.feature[-1] = nn.BatchNorm1d(feature_dim)
