@@ -100,8 +100,10 @@ def evaluate(
     else:
         print_confusion(report, list(report["per_class_accuracy"]))
     if "verification" in report:
-        print_verification(console, report["verification"], f"{metric} scores of pairs drawn from the test "
-                                                   f"split (seed {pair_seed})")
+        where = ("the test split" if report["verification"]["pairs_from"] == "test" else
+                 "test images and test or train images")
+        print_verification(console, report["verification"], f"{metric} scores of pairs drawn from "
+                                                            f"{where} (seed {pair_seed})")
 
 
 def print_retrieval(r: dict) -> None:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from centerloss.data.batches import eval_batches
 from centerloss.data.types import Split, Stats
-from centerloss.device import accel
+from centerloss.device import accel, cpu
 from centerloss.device.runtime import Runtime
 from centerloss.model.build import build_from_checkpoint
 from centerloss.store.checkpoint import Checkpoint, load_checkpoint
@@ -58,6 +58,8 @@ def _forward(model: torch.nn.Module, split: Split, mean: Stats, std: Stats, runt
         for x, y in eval_batches(split, batch_size, mean, std):
             f, z = model(x.contiguous(memory_format=torch.channels_last))
             yield f.float(), z.float(), y.to(z.device)
+            del f, z
+            cpu.release_free_memory()      # a batch's logits, freed, back to the system
 
 
 def load_model(path: Path | str, runtime: Runtime) -> tuple[Checkpoint, torch.nn.Module]:

@@ -198,3 +198,47 @@ def test_cl_eval_reports_what_the_library_computes_on_cl_embed_features(runs, tm
         assert ours[key] == pytest.approx(theirs[key], abs=1e-4)
     assert ours["nmi"] == pytest.approx(theirs["NMI"], abs=1e-4)
     assert ours["ami"] == pytest.approx(theirs["AMI"], abs=1e-4)
+
+
+def test_a_folder_of_two_images_per_identity_evaluates_against_the_train_split(tmp_path):
+    """Two images per identity leave one test image each: leave-one-out has no query to score and
+    --verify no matching pair (one-line error naming the fix); --reference train has both."""
+    from support.cli import assert_one_line_error
+    from support.data import make_folder
+    data = make_folder(tmp_path / "faces", classes=12, per_class=2, size=8, rgb=False)
+    out = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--dataset", "folder", "--data-dir", str(data), "--model", "seed",
+                                 "--image-size", "8", "--epochs", "1", "--batch-size", "4", "--device",
+                                 "cpu", "--workers", "0", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["precision_at_1"] is None and 0 <= history[-1]["nmi"] <= 1
+    result = runner.invoke(app, ["eval", "--run", str(out), "--json", "--device", "cpu"])
+    alone = json.loads(result.stdout)["retrieval"]
+    assert alone["queries"] == 0 and alone["lone_queries"] == 12 and alone["precision_at_1"] is None
+    result = runner.invoke(app, ["eval", "--run", str(out), "--device", "cpu"])
+    assert result.exit_code == 0 and "n/a (no query has another image of its class" in result.output
+    assert_one_line_error(runner.invoke(app, ["eval", "--run", str(out), "--verify", "--device", "cpu"]),
+                          1, "add --reference train")
+    result = runner.invoke(app, ["eval", "--run", str(out), "--json", "--device", "cpu", "--reference",
+                                 "train", "--verify", "--num-pairs", "40", "--folds", "2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    gallery = report["retrieval"]
+    assert gallery["reference"] == "train" and gallery["queries"] == 12 and gallery["k"] == 1
+    assert gallery["r_precision"] == gallery["precision_at_1"] is not None     # R = 1
+    assert report["verification"]["pairs_from"] == "test with test or train"
+    assert report["verification"]["matching"] == 20
+    assert_one_line_error(runner.invoke(app, ["eval", "--run", str(out), "--reference", "gallery"]),
+                          2, "--reference must be test or train")
+
+
+def test_pairs_with_queries_start_with_a_query_and_leave_the_old_draw_alone():
+    from centerloss.evaluation.verification import draw_pairs
+    labels = torch.arange(60) % 7
+    a, b, same = draw_pairs(labels, 300, seed=4, queries=20)
+    assert int(a.max()) < 20 and bool((labels[a] == labels[b]).eq(same).all())
+    assert bool((a != b).all()) and int(b.max()) >= 20
+    for x, y in zip(draw_pairs(labels, 300, seed=4), draw_pairs(labels, 300, seed=4, queries=60)):
+        assert torch.equal(x, y)
