@@ -13,7 +13,7 @@ from centerloss.data.sample import sample_split
 from centerloss.data.types import Dataset
 from centerloss.device.runtime import Runtime
 from centerloss.errors import CheckpointError, OptionError, VerificationError
-from centerloss.evaluation.inference import infer, infer_outcomes, load_model
+from centerloss.evaluation.inference import infer_outcomes, load_model
 from centerloss.evaluation.metrics import angular_compactness, compactness, nearest_center_accuracy, summarize
 from centerloss.evaluation.retrieval import distance_for, retrieval_figures
 from centerloss.evaluation.verification import verify_features
@@ -133,7 +133,7 @@ def evaluate_epoch(model: torch.nn.Module, center_loss: CenterLoss, ds: Dataset,
         record["retrieval_distance"] = figures["distance"]
     if snapshot_train:   # the same train images every epoch, through the epoch's final model
         sample = sample_split(ds.train, snapshot_train)
-        train_features, _ = infer(model, sample, ds.mean, ds.std, runtime)
+        train_features = infer_outcomes(model, sample, ds.mean, ds.std, runtime).features   # no logits
         record["_train_snapshot"] = (train_features, sample.labels)
     record["eval_seconds"] = time.perf_counter() - start
     return record

@@ -19,7 +19,7 @@ from centerloss.data import batches as batch_mod
 from centerloss.data.registry import dataset_for
 from centerloss.data.sample import fingerprint
 from centerloss.data.types import Dataset
-from centerloss.device import accel, cpu, distributed
+from centerloss.device import accel, distributed
 from centerloss.device.runtime import Runtime
 from centerloss.errors import Interrupted, TrainError
 from centerloss.evaluation.evaluate import evaluate_epoch, retrieval_due
@@ -33,11 +33,6 @@ from centerloss.train.guard import Guard, GuardEvent
 from centerloss.train.interrupt import StopRequest, stop_on_signals
 from centerloss.train.optimizer import make_optimizer
 from centerloss.train.resume import EpochProgress
-
-# On a CPU, the freed memory of the C heap goes back to the system every this many batches: at
-# 20,000 classes each step frees 10 MB blocks of logits that glibc kept, fragmented, until a
-# one-epoch run peaked at 2.6 GB. Every 16 batches: one call into glibc (malloc_trim) per 16 steps.
-TRIM_EVERY = 16
 
 
 class LossWindow:
@@ -292,8 +287,6 @@ def train_epoch(loop: Loop, epoch: int, progress: EpochProgress | None = None,
             seen += m
             progress.batch = i + 1
             cb.on_batch(epoch, i + 1, batches, seen, window)
-            if device.type == "cpu" and (i + 1) % TRIM_EVERY == 0:
-                cpu.release_free_memory()
             if stop is not None and stop.requested and i + 1 < batches:
                 if not guard.check(i + 1, totals.sums, weights_too=True, promote=False):
                     event = guard.recover(epoch, i + 1, totals.sums)
