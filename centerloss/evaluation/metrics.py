@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from centerloss.device.cpu import release_free_memory
+
 CONFUSION_CLASSES = 100     # the widest confusion matrix a report keeps (100 x 100 counts)
 MOST_CONFUSED = 20          # pairs of classes a report lists instead, above that
 BLOCK_ELEMENTS = 1 << 22    # class pairs measured at once (16 MB in fp32)
@@ -20,8 +22,12 @@ def nearest_center(features: torch.Tensor, centers: torch.Tensor) -> tuple[torch
     """(index, Euclidean distance) of each feature's nearest center, a block of features at a time."""
     f, c = features.float(), centers.float()
     step = max(1, BLOCK_ELEMENTS // max(1, c.shape[0]))
-    parts = [torch.cdist(f[lo:lo + step], c).min(1) for lo in range(0, max(1, f.shape[0]), step)]
-    return torch.cat([p.indices for p in parts]), torch.cat([p.values for p in parts])
+    idx = torch.empty(f.shape[0], dtype=torch.long, device=f.device)
+    d = torch.empty(f.shape[0], device=f.device)
+    for lo in range(0, f.shape[0], step):
+        d[lo:lo + step], idx[lo:lo + step] = torch.cdist(f[lo:lo + step], c).min(1)
+        release_free_memory()    # the block's distances: glibc would keep them, fragmented
+    return idx, d
 
 
 def nearest_center_accuracy(features: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> float:
@@ -61,6 +67,8 @@ def _mean_over_pairs(rows: torch.Tensor, measure) -> torch.Tensor:
         n = block.shape[0]
         block[torch.arange(n, device=rows.device), torch.arange(lo, lo + n, device=rows.device)] = 0
         total += block.double().sum()
+        del block
+        release_free_memory()
     return total / (k * (k - 1))
 
 

@@ -20,6 +20,8 @@ import math
 
 import torch
 
+from centerloss.device.cpu import release_free_memory
+
 DISTANCES = ("euclidean", "cosine")
 CHUNK_ELEMENTS = 1 << 24       # query x reference distances held at once: 64 MB in fp32
 KMEANS_ITERATIONS = 20         # Lloyd iterations at most, as the library's faiss k-means
@@ -93,6 +95,8 @@ def ranking_figures(query: torch.Tensor, query_labels: torch.Tensor,
         precision_at_rank = torch.cumsum(within_r, 1, dtype=torch.float64) / ranks
         sums += torch.stack([hit[:, 0].sum(dtype=torch.float64), (hits_in_r / r).sum(),
                              ((precision_at_rank * within_r).sum(1) / r).sum()])
+        del hit, within_r, precision_at_rank, nearest
+        release_free_memory()    # glibc would keep the block's freed distances, fragmented
     p1, rp, mapr = (sums / queries).tolist()
     out.update(precision_at_1=p1, r_precision=rp, mean_average_precision_at_r=mapr)
     return out
