@@ -128,7 +128,10 @@ def kmeans(x: torch.Tensor, clusters: int, seed: int = 0, iterations: int = KMEA
     for _ in range(max(1, iterations)):
         # |x - c|^2 less |x|^2, which is the same for every c: one matrix product a chunk
         half_norms = centers.pow(2).sum(1) / 2
-        new = torch.cat([(half_norms - x[lo:lo + step] @ centers.T).argmin(1) for lo in range(0, n, step)])
+        new = torch.empty(n, dtype=torch.long, device=x.device)
+        for lo in range(0, n, step):
+            new[lo:lo + step] = (half_norms - x[lo:lo + step] @ centers.T).argmin(1)
+            release_free_memory()
         if torch.equal(new, assigned):
             break
         assigned = new
