@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from centerloss.config.limits import tidy_json
 from centerloss.config.options import check_all
@@ -37,6 +38,9 @@ def evaluate(
     num_pairs: int = flag("--num-pairs"),
     pair_seed: int = flag("--pair-seed"),
     folds: int = flag("--folds"),
+    reference: str = typer.Option("test", help="What the test images are ranked against for the "
+                                  "retrieval figures: test (each against all the other test images) "
+                                  "or train (a gallery of the training images' features)."),
 ) -> None:
     """Measure a trained model on the test split, or verify pairs of images with it."""
     from centerloss.device.runtime import Runtime
@@ -51,6 +55,10 @@ def evaluate(
     if images_dir is not None and pairs is None:
         fail("--images-dir is where the paths of --pairs start; pass --pairs too", 2)
     check_all(num_pairs=num_pairs, folds=folds, pair_seed=pair_seed, epoch=epoch)
+    if reference not in ("test", "train"):
+        fail(f"--reference must be test or train, got {reference!r}", 2)
+    if pairs is not None and reference != "test":
+        fail("--reference ranks the test split; --pairs verifies the pairs of a file; pass one of them", 2)
     runtime = Runtime.resolve(device, precision)
     path = ckpt_io.resolve(run, checkpoint, epoch)
     try:
@@ -60,7 +68,7 @@ def evaluate(
         else:
             report = evaluate_checkpoint(path, data_dir=str(data_dir) if data_dir else None,
                                          runtime=runtime, verify_pairs=num_pairs if verify else 0, pair_seed=pair_seed,
-                                         metric=metric, folds=folds)
+                                         metric=metric, folds=folds, reference=reference)
     except ClError as e:       # the work is done, so a bad value found now is not a usage error
         fail(str(e))
     if as_json:
@@ -84,14 +92,46 @@ def evaluate(
                             ("angular compactness (by angle)", "angular_compactness", "{:.4f}")):
         summary.add_row(label, fmt.format(report[key]))
     console.print(summary)
-    classes = list(report["per_class_accuracy"])
-    if len(classes) > MAX_CONFUSION_CLASSES:
-        console.print(f"confusion: {len(classes)} classes, too many for a table; see --json")
+    print_retrieval(report["retrieval"])
+    if "per_class_accuracy" not in report:
+        print_most_confused(report)
+    elif report["classes"] > MAX_CONFUSION_CLASSES:
+        console.print(f"confusion: {report['classes']} classes, too many for a table; see --json")
     else:
-        print_confusion(report, classes)
+        print_confusion(report, list(report["per_class_accuracy"]))
     if "verification" in report:
-        print_verification(console, report["verification"], f"{metric} scores of pairs drawn from the test "
-                                                   f"split (seed {pair_seed})")
+        where = ("the test split" if report["verification"]["pairs_from"] == "test" else
+                 "test images and test or train images")
+        print_verification(console, report["verification"], f"{metric} scores of pairs drawn from "
+                                                            f"{where} (seed {pair_seed})")
+
+
+def print_retrieval(r: dict) -> None:
+    queried = ("each test image against the other test images" if r["reference"] != "train"
+               else "the test images against the train images")
+    console.print(f"retrieval: {r['distance']} distance, {queried} "
+                  f"({r['queries']:,} queries" + (f"; {r['lone_queries']:,} without another image of "
+                                                  f"their class left out" if r["lone_queries"] else "")
+                  + ")", highlight=False, markup=False)
+    table = Table(show_header=False, box=None)
+    for label, key in (("precision at 1", "precision_at_1"), ("R-precision", "r_precision"),
+                       ("MAP at R", "mean_average_precision_at_r"),
+                       ("NMI (k-means of the test features)", "nmi"), ("AMI", "ami")):
+        table.add_row(label, "n/a (no query has another image of its class; try --reference train)"
+                      if r[key] is None else f"{r[key]:.4f}")
+    console.print(table)
+
+
+def print_most_confused(report: dict) -> None:
+    pairs = report["most_confused"]
+    console.print(f"confusion: {report['classes']:,} classes, more than a matrix worth reading; "
+                  f"the {len(pairs)} most frequent mistakes:")
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1))
+    for column in ("true", "predicted", "images"):
+        table.add_column(column, justify="right" if column == "images" else "left")
+    for p in pairs:
+        table.add_row(Text(p["true"]), Text(p["predicted"]), str(p["count"]))   # names are not markup
+    console.print(table)
 
 
 def print_confusion(report: dict, classes: list[str]) -> None:

@@ -37,6 +37,16 @@ def epoch_line(r: dict, epochs: int) -> str:
             f"{r['train_seconds']:.1f} s  {r['train_images_per_s']:,.0f} img/s")
 
 
+def retrieval_line(r: dict) -> str | None:
+    """The epoch's retrieval figures in one line, or None when the record has none."""
+    if "precision_at_1" not in r:
+        return None
+    figures = "  ".join(f"{label} {'n/a' if r[key] is None else f'{r[key]:.4f}'}" for label, key in (
+        ("precision@1", "precision_at_1"), ("R-precision", "r_precision"),
+        ("MAP@R", "mean_average_precision_at_r"), ("NMI", "nmi"), ("AMI", "ami")))
+    return f"retrieval, test split leave-one-out, {r['retrieval_distance']}: {figures}"
+
+
 def fixed(value: float, width: int = 6) -> str:
     """`value` in `width` characters while its integer part fits: decimals give way to digits,
     so the bar's columns stay put when a loss passes 10."""

@@ -76,7 +76,12 @@ def train(
     from centerloss.train import resume as resume_mod
     from centerloss.train.loop import train as run_training
 
-    from .render import TrainReporter, epoch_line, plural  # here: render imports torch, --help must not
+    from .render import (  # here: render imports torch, --help must not
+        TrainReporter,
+        epoch_line,
+        plural,
+        retrieval_line,
+    )
     # every parameter named as a Config field is that field (centerloss.options)
     values = {name: value for name, value in ctx.params.items() if name in CONFIG_DEFAULTS}
     given = {name for name in ctx.params if _given(ctx, name)}
@@ -163,6 +168,8 @@ def train(
     if quiet:
         console.print(epoch_line(last, len(records)))
     elif not as_json:
+        if retrieval_line(last):
+            console.print(retrieval_line(last), highlight=False)
         console.print(f"saved {model_path(out)} (epoch {last['epoch']}); "
                       f"next: cl eval --run {out}")
 

@@ -13,6 +13,9 @@ libgomp reads its variables once, when torch loads it, so `prepare()` must run b
 OMP_NUM_THREADS, OMP_WAIT_POLICY or GOMP_SPINCOUNT is always kept."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 import os
 import sys
@@ -68,6 +71,25 @@ def prepare(root: Path = CGROUP) -> None:
         cpus = usable_cpus(root)
         if cpus < (os.cpu_count() or cpus):
             os.environ["OMP_NUM_THREADS"] = _chosen["OMP_NUM_THREADS"] = str(cpus)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library is not glibc."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system. Evaluating a classifier of 20,000
+    classes allocates and frees 10 MB of logits a batch; glibc keeps such blocks in its heap,
+    the small tensors kept between them fragment it, and `cl eval` grew to 2.7 GB on a folder of
+    20,000 identities. Trimmed after each batch (about a microsecond), it stays flat."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def describe() -> str:

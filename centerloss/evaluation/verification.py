@@ -153,13 +153,14 @@ def verify_scores(scores: torch.Tensor, same: torch.Tensor, folds: int = 10) -> 
     return Verification(summary, fpr, tpr)
 
 
-def draw_pairs(labels: torch.Tensor, n_pairs: int, seed: int = 0
+def draw_pairs(labels: torch.Tensor, n_pairs: int, seed: int = 0, queries: int | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(index a, index b, same) of n_pairs pairs, half matching and half not, in shuffled order.
 
     A matching pair is an image of a class with two or more, and another image of that class; a
     non-matching pair is any image and one of another class, each uniform. Drawn on the CPU from
-    the seed alone, so the same labels always give the same pairs."""
+    the seed alone, so the same labels always give the same pairs. With `queries`, every pair's
+    first image is one of the first `queries` (the test images before a gallery's)."""
     labels = labels.long().cpu()
     n = labels.shape[0]
     counts = torch.bincount(labels)
@@ -167,7 +168,9 @@ def draw_pairs(labels: torch.Tensor, n_pairs: int, seed: int = 0
     order = torch.argsort(labels, stable=True)        # the images of each class side by side
     by_class = labels[order]
     starts = torch.cumsum(counts, 0) - counts
-    eligible = torch.nonzero(counts[by_class] >= 2).squeeze(1)
+    is_query = order < (n if queries is None else queries)       # sorted positions of queries
+    eligible = torch.nonzero((counts[by_class] >= 2) & is_query).squeeze(1)
+    query_positions = torch.nonzero(is_query).squeeze(1)
     if eligible.numel() == 0 or int((counts > 0).sum()) < 2:
         raise VerificationError("drawing pairs needs a class with two images and at least two classes")
     n_same = n_pairs // 2
@@ -177,7 +180,7 @@ def draw_pairs(labels: torch.Tensor, n_pairs: int, seed: int = 0
     others = counts[c] - 1                            # the other images of a's class
     step = 1 + (torch.rand(n_same, generator=g, dtype=torch.float64) * others).long().clamp(max=others - 1)
     b = starts[c] + (a - starts[c] + step) % counts[c]
-    a2 = torch.randint(n, (n_diff,), generator=g)
+    a2 = query_positions[torch.randint(query_positions.numel(), (n_diff,), generator=g)]
     c2 = by_class[a2]
     outside = n - counts[c2]                          # images of every other class
     r = (torch.rand(n_diff, generator=g, dtype=torch.float64) * outside).long().clamp(max=outside - 1)
@@ -189,9 +192,10 @@ def draw_pairs(labels: torch.Tensor, n_pairs: int, seed: int = 0
 
 
 def verify_features(features: torch.Tensor, labels: torch.Tensor, pairs: int = 6000, seed: int = 0,
-                    metric: str = "cosine", folds: int = 10) -> Verification:
+                    metric: str = "cosine", folds: int = 10, queries: int | None = None) -> Verification:
     """Verification on pairs drawn (with the seed) from labelled features, such as the held-out
-    test split's: 6000 pairs by default, as many as LFW's ten folds."""
-    ia, ib, same = draw_pairs(labels, pairs, seed)
+    test split's: 6000 pairs by default, as many as LFW's ten folds. With `queries`, each pair
+    starts with one of the first `queries` features (test images, before a gallery's)."""
+    ia, ib, same = draw_pairs(labels, pairs, seed, queries)
     f = features.cpu()
     return verify_scores(pair_scores(f[ia], f[ib], metric), same, folds)

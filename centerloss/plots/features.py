@@ -25,6 +25,7 @@ from centerloss.store.files import atomic_write
 EPOCH_SIZE = (8.0, 6.5)                         # inches: 800 x 650 pixels
 EPOCH_AXES = (0.1, 0.08, 0.6, 0.76)             # left, bottom, width, height in figure fractions
 PANEL_INCHES = 4.4                              # one square panel of a comparison
+LEGEND_CLASSES = 20                             # the most classes a legend names one by one
 LEGEND_INCHES = 2.1                             # the legend column right of the panels
 DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "kmnist": "KMNIST"}
 MODEL_TITLES = {"lenetspp": "LeNets++", "seed": "seed net"}
@@ -95,8 +96,13 @@ def marks_label(views: list[RunFrames]) -> str:
 
 
 def legend_handles(classes: list[str], colors: np.ndarray, marks: str = "class center") -> list[Line2D]:
+    """One entry per class up to LEGEND_CLASSES, then a line that counts the rest: a legend of
+    20,000 identities took minutes to lay out and could not be read."""
+    shown = classes if len(classes) <= LEGEND_CLASSES else classes[:LEGEND_CLASSES - 1]
     handles = [Line2D([], [], linestyle="", marker="o", markersize=8, color=colors[i], label=name)
-               for i, name in enumerate(classes)]
+               for i, name in enumerate(shown)]
+    if len(shown) < len(classes):
+        handles.append(Line2D([], [], linestyle="", label=f"and {len(classes) - len(shown):,} more"))
     handles.append(Line2D([], [], linestyle="", marker="*", markersize=15, markerfacecolor="white",
                           markeredgecolor="black", label=marks))
     return handles

@@ -23,7 +23,7 @@ from centerloss.data.types import Dataset
 from centerloss.device import accel, compile_rule, distributed
 from centerloss.device.runtime import Runtime
 from centerloss.errors import Interrupted, TrainError
-from centerloss.evaluation.evaluate import evaluate_epoch
+from centerloss.evaluation.evaluate import evaluate_epoch, retrieval_due
 from centerloss.model.center_loss import CenterLoss
 from centerloss.model.heads import Loss, softmax_loss, training_loss
 from centerloss.model.nets import build_model_for
@@ -189,7 +189,9 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: Dataset | None, overw
                 history.append(record)
                 continue
             cb.on_evaluate(epoch)
-            record.update(evaluate_epoch(model, center_loss, ds, runtime, cfg.snapshot_train))
+            due = retrieval_due(epoch, cfg.epochs, len(ds.test))
+            record.update(evaluate_epoch(model, center_loss, ds, runtime, cfg.snapshot_train,
+                                         retrieval=cfg.head if due else None))
             # In this order a kill anywhere is safe: the epoch's files, then the state that
             # counts the epoch done, then the history that lists it.
             save_epoch(out, model, center_loss, ds, cfg, epoch, record)

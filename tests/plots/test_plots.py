@@ -259,3 +259,14 @@ def test_a_broken_snapshot_is_named_in_one_line(run_copy):
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: {snapshots.snapshot_path(run_copy, 1)}: not a valid safetensors")
     assert result.stderr.count("\n") == 1
+
+
+def test_a_legend_of_many_classes_names_twenty_and_counts_the_rest():
+    from centerloss.plots.features import LEGEND_CLASSES, class_colors, legend_handles
+    classes = [f"id{k}" for k in range(20_000)]
+    labels = [h.get_label() for h in legend_handles(classes, class_colors(len(classes)))]
+    assert labels[:LEGEND_CLASSES - 1] == classes[:LEGEND_CLASSES - 1]
+    assert labels[LEGEND_CLASSES - 1] == f"and {20_000 - LEGEND_CLASSES + 1:,} more"
+    assert len(labels) == LEGEND_CLASSES + 1            # and the center marker's entry
+    few = [h.get_label() for h in legend_handles(classes[:10], class_colors(10))]
+    assert few[:10] == classes[:10] and len(few) == 11
