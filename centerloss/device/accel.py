@@ -4,6 +4,7 @@ kernel, torch.compile. bench/variants.py measures each; README's Performance sec
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 from contextlib import contextmanager
@@ -75,6 +76,9 @@ def compiled_forward(model: nn.Module, batch_size: int, device: torch.device) ->
     The compiled and the eager model share their parameters, and the caller keeps saving `model`,
     so checkpoints hold the usual parameter names."""
     check_compile(device)
+    # inductor's C++ builder logs that a CUDA build of torch finds no CUDA runtime on a CPU-only
+    # machine: a notice about torch's build, not about the run, and nothing a user can act on
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     fast = torch.compile(model, dynamic=False)
 
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
