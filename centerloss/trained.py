@@ -17,15 +17,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from centerloss.config import Config
-from centerloss.data.batches import normalize
-from centerloss.data.folder import to_mode
+from centerloss.data.folder import fit_image
 from centerloss.data.registry import normalization_of
-from centerloss.device import accel
+from centerloss.data.types import Split
 from centerloss.device.runtime import Runtime
 from centerloss.errors import ImageInputError, OptionError
+from centerloss.evaluation.inference import infer
 from centerloss.evaluation.metrics import nearest_center
 from centerloss.model.build import build_from_checkpoint
 from centerloss.store import checkpoint as ckpt_io
@@ -53,15 +53,10 @@ class TrainedModel:
 
     def __call__(self, images: Any) -> Output:
         """Features and logits of the images, in fp32, without gradients."""
-        pixels = self.pixels(images)
-        feats, logits = [], []
-        with torch.inference_mode():
-            for batch in pixels.split(accel.inference_batch_size(self.device)):
-                x = normalize(batch.to(self.device), self.mean, self.std)
-                f, z = self.module(x.contiguous(memory_format=torch.channels_last))
-                feats.append(f.float().cpu())
-                logits.append(z.float().cpu())
-        return Output(torch.cat(feats), torch.cat(logits))
+        pixels = self.pixels(images).to(self.device)
+        split = Split(pixels, torch.zeros(len(pixels), dtype=torch.long, device=self.device))
+        features, logits = infer(self.module, split, self.mean, self.std, Runtime(self.device, "fp32"))
+        return Output(features.cpu(), logits.cpu())
 
     def predict(self, images: Any) -> list[str]:
         """The class name the softmax head gives each image."""
@@ -91,13 +86,8 @@ class TrainedModel:
 
     def _fit(self, im: Image.Image) -> np.ndarray:
         channels, height, width = self.input_shape
-        im = to_mode(im, "L" if channels == 1 else "RGB")
-        if im.size != (width, height):
-            if self.config.dataset == "folder" and height == width:    # that loader's crop
-                im = ImageOps.fit(im, (width, height), Image.Resampling.BILINEAR)
-            else:
-                im = im.resize((width, height), Image.Resampling.BILINEAR)
-        return np.array(im, dtype=np.uint8)     # a copy: torch takes only writable arrays
+        crop = self.config.dataset == "folder" and height == width      # that loader's crop
+        return fit_image(im, height, width, channels, crop)
 
 
 def _one(image: Any) -> Any:

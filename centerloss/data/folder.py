@@ -133,12 +133,22 @@ def to_mode(im: Image.Image, mode: str) -> Image.Image:
 
 def decode(path: str | Path, size: int, channels: int) -> np.ndarray:
     """uint8 [size, size] (1 channel) or [size, size, 3]: shorter side resized to size, centre crop."""
-    mode = "L" if channels == 1 else "RGB"
-    with open_image(path) as im, pillow_quiet():
-        im.draft(mode, (size, size))   # JPEG: decode at the smallest scale still >= size
-        upright = ImageOps.exif_transpose(im)   # a phone's photo stores its rotation in EXIF
-        fitted = ImageOps.fit(to_mode(upright, mode), (size, size), Image.Resampling.BILINEAR)
-    return np.asarray(fitted, dtype=np.uint8)
+    with open_image(path) as im:
+        im.draft("L" if channels == 1 else "RGB", (size, size))   # JPEG: the smallest scale >= size
+        return fit_image(im, size, size, channels, crop=True)
+
+
+def fit_image(im: Image.Image, height: int, width: int, channels: int, crop: bool) -> np.ndarray:
+    """An image at a model's input, uint8 [height, width] or [height, width, 3]: upright (a
+    phone's photo stores its rotation in EXIF), 8-bit L or RGB, then centre-cropped to fill
+    (crop: the image-folder loader's way) or resized. The one conversion of training, --pairs,
+    cl embed --images and centerloss.load."""
+    with pillow_quiet():
+        im = to_mode(ImageOps.exif_transpose(im), "L" if channels == 1 else "RGB")
+        if im.size != (width, height):
+            im = (ImageOps.fit(im, (width, height), Image.Resampling.BILINEAR) if crop
+                  else im.resize((width, height), Image.Resampling.BILINEAR))
+        return np.array(im, dtype=np.uint8)     # a copy: torch takes only writable arrays
 
 
 def detect_channels(paths: list[Path]) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from centerloss.data.folder import IMAGE_SUFFIXES, decode, open_image, pillow_quiet, printable, to_mode
+from centerloss.data.folder import IMAGE_SUFFIXES, decode, fit_image, open_image, printable
 from centerloss.data.registry import dataset_for, normalization_of
 from centerloss.data.types import Split, Stats
 from centerloss.device.runtime import Runtime
@@ -110,12 +110,9 @@ def image_files(paths: list[Path | str]) -> list[Path]:
 def read_image(path: Path, height: int, width: int, invert: bool = False, channels: int = 1) -> np.ndarray:
     """An image file as uint8 [height, width] (grayscale) or [height, width, 3] (RGB), resized to
     the model's input."""
-    from PIL import Image, ImageOps
     try:
-        with open_image(path) as im, pillow_quiet():
-            im = to_mode(ImageOps.exif_transpose(im), "L" if channels == 1 else "RGB")
-            im = im.resize((width, height), Image.Resampling.BILINEAR) if im.size != (width, height) else im
-            pixels = np.asarray(im, dtype=np.uint8)
+        with open_image(path) as im:
+            pixels = fit_image(im, height, width, channels, crop=False)
     # Pillow's decoders fail on bad files with many exception types (OSError, SyntaxError,
     # ValueError, DecompressionBombError, ...): whichever it is, the file is not a usable image.
     except Exception as e:
