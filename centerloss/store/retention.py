@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from centerloss.errors import WriteError
-from centerloss.store.runfolder import EPOCH_FILE, EPOCHS
+from centerloss.store.runfolder import EPOCH_FILE, EPOCHS, own_files
 
 # what a safetensors header adds to the tensors' bytes, per tensor and for the metadata (the
 # config, the class names, the metrics): generous, so that the size stated is an upper bound
@@ -18,13 +18,9 @@ HEADER_BASE = 16_384
 def prune(run: Path | str, keep: int | None) -> list[Path]:
     """Remove all but the `keep` latest epoch checkpoints of run (None: keep all); the paths
     removed. model.safetensors and the feature snapshots are never touched."""
-    folder = Path(run) / EPOCHS
-    if keep is None or folder.is_symlink() or not folder.is_dir():
+    if keep is None:
         return []
-    ours = {}
-    for path in folder.iterdir():
-        if EPOCH_FILE.fullmatch(path.name) and not path.is_symlink() and path.is_file():
-            ours[int(path.name[len("epoch_"):-len(".safetensors")])] = path
+    ours = {int(path.stem.split("_", 1)[1]): path for path in own_files(Path(run) / EPOCHS, EPOCH_FILE)}
     removed = [ours[epoch] for epoch in sorted(ours)[:-keep]]
     for path in removed:
         try:

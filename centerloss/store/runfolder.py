@@ -154,7 +154,8 @@ def _named(folder: Path, pattern: re.Pattern) -> list[Path]:
     return [p for p in folder.iterdir() if pattern.fullmatch(p.name)]
 
 
-def _ours(folder: Path, pattern: re.Pattern) -> list[Path]:
+def own_files(folder: Path, pattern: re.Pattern) -> list[Path]:
+    """The regular files of folder (a real one, not a link) that are cl's by their names."""
     return [p for p in _named(folder, pattern) if is_regular(p)]
 
 
@@ -162,7 +163,7 @@ def remove_temp_files(out: Path) -> None:
     """Delete the temporary files of writes that a kill interrupted; they are never read."""
     out = Path(out)
     for folder in (out, *(out / sub for sub in SUBFOLDERS)):
-        for path in _ours(folder, TEMP_FILE):
+        for path in own_files(folder, TEMP_FILE):
             path.unlink(missing_ok=True)
 
 
@@ -176,7 +177,7 @@ def clear_run(out: Path) -> None:
     for name in (HISTORY, RESUME, MODEL, CONFIG):    # history first: no listed epoch outlives its files
         (out / name).unlink(missing_ok=True)
     for sub in SUBFOLDERS:
-        for path in _ours(out / sub, EPOCH_FILE):
+        for path in own_files(out / sub, EPOCH_FILE):
             path.unlink()
     remove_temp_files(out)
     clear_tensorboard(out)
@@ -188,14 +189,14 @@ def clear_tensorboard(out: Path) -> None:
     folder = Path(out) / TENSORBOARD
     if folder.is_symlink() or not folder.is_dir():
         return
-    for path in _ours(folder, TENSORBOARD_FILE):
+    for path in own_files(folder, TENSORBOARD_FILE):
         path.unlink()
     for step in folder.iterdir():
         if not (STEP_FOLDER.fullmatch(step.name) and step.is_dir() and not step.is_symlink()):
             continue
         for tag in step.iterdir():
             if tag.is_dir() and not tag.is_symlink():
-                for path in _ours(tag, PROJECTOR_FILE):
+                for path in own_files(tag, PROJECTOR_FILE):
                     path.unlink()
                 _remove_if_empty(tag)
         _remove_if_empty(step)
