@@ -106,12 +106,6 @@ def machine(device: torch.device) -> str:
     return f"{torch.cuda.get_device_name(device)}; {host}" if device.type == "cuda" else host
 
 
-def load() -> str:
-    """The machine's load averages (1, 5, 15 minutes), to print beside figures taken under it."""
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 class NotFinite(Exception):
@@ -139,12 +133,6 @@ def threaded(threads: int, fn: Callable[[], float]) -> Callable[[], float]:
     return run
 
 
-def sync(device: torch.device) -> None:
-    """Wait for queued device work, so that a timer read after it covers that work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def interleaved(runs: dict[str, Callable[[], float]], rounds: int, device: torch.device) -> dict[str, float]:
@@ -154,10 +142,10 @@ def interleaved(runs: dict[str, Callable[[], float]], rounds: int, device: torch
     names = list(runs)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            sync(device)
+            speed.sync(device)
             start = time.perf_counter()
             work = runs[name]()
-            sync(device)
+            speed.sync(device)
             rates[name].append(work / (time.perf_counter() - start))
     return {name: statistics.median(v) for name, v in rates.items()}
 
@@ -259,10 +247,10 @@ def bench_training(args, cfg, ds, root, device, precision, workers) -> tuple[dic
     tv_model.train()
     for name, run in (("cl", threaded(args.cl_threads, lambda: cl_run(2))),
                       ("classic", lambda: classic_run(2))):
-        sync(device)
+        speed.sync(device)
         start = time.perf_counter()
         run()        # first batches build kernels (and compile): not part of the rate
-        sync(device)
+        speed.sync(device)
         print(f"  warm-up {name}: {time.perf_counter() - start:.1f} s for 2 batches", flush=True)
     rates = interleaved({"cl": threaded(args.cl_threads, lambda: cl_run(args.batches)),
                          "classic": lambda: classic_run(args.batches),
@@ -393,7 +381,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"{args.model} on {args.dataset}, batch {args.batch_size}, {device}, torch {torch.__version__}"
           f"\n  {machine(device)}\n  cl: {precision}, channels_last, compile {args.compile}, "
           f"{args.cl_threads or threads} threads; classic: fp32, {workers} DataLoader workers, "
-          f"{threads} threads\n  load average before: {load()}")
+          f"{threads} threads\n  load average before: {speed.load_average()}")
     if args.batches > 0:
         probe = build_model(cfg.model, len(ds.classes), cfg.feature_dim, 1, ds.train.images.shape[-1])
         shape = tuple(ds.input_shape)
@@ -422,7 +410,7 @@ def run(args: argparse.Namespace) -> None:
     if args.to_accuracy:
         print(f"time to {args.to_accuracy:.2%} test accuracy, cl's default recipe")
         bench_to_accuracy(args, cfg, root)
-    print(f"load average after: {load()}")
+    print(f"load average after: {speed.load_average()}")
 
 
 CEILING = f"{speed.CEILING_SIDE} x {speed.CEILING_SIDE}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 from centerloss.device import cpu
 
@@ -97,9 +96,6 @@ def make_step(variant: str, cfg: Config, device: torch.device, x: torch.Tensor, 
     return lambda steps: with_threads(threads, lambda: run(steps))()
 
 
-def load() -> str:
-    """The load averages (1, 5, 15 minutes), printed before and after: a contended run says so."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def medians(runs: dict, rounds: int, device: torch.device) -> dict[str, float]:
@@ -123,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = Config(model=args.model, batch_size=args.batch_size)
     g = torch.Generator().manual_seed(0)
     print(f"{args.model}, {device}, torch {torch.__version__}\n  CPU {cpu.summary()}; {cpu.describe()}"
-          f"\n  load average before: {load()}")
+          f"\n  load average before: {speed.load_average()}")
     variants = [v for v in args.train.split(",") if v]
     if variants:
         x = torch.randn(args.batch_size, 1, 28, 28, generator=g).to(device)
@@ -170,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
             run()
         for b, rate in medians(runs, args.rounds, device).items():
             print(f"infer batch {b}: {rate:,.0f} images/s")
-    print(f"load average after: {load()}")
+    print(f"load average after: {speed.load_average()}")
 
 
 if __name__ == "__main__":

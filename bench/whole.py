@@ -50,11 +50,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def torchvision_layout(name: str, data_dir: str, dest: Path) -> None:
@@ -97,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.model} on {args.dataset}, {args.epochs} epoch(s), batch {args.batch_size}, torch "
           f"{torch.__version__}\n  CPU {cpu.summary()}; bf16 flags: "
           f"{' '.join(f for f in ('amx_tile', 'amx_bf16', 'avx512_bf16') if f in flags) or 'none'}; "
-          f"{cpu.describe()}\n  load average before: {load()}", flush=True)
+          f"{cpu.describe()}\n  load average before: {speed.load_average()}", flush=True)
     common = ["--dataset", args.dataset, "--model", args.model, "--epochs", str(args.epochs),
               "--batch-size", str(args.batch_size)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                 s, record = timed(commands[name], name)
                 seconds[name].append(s)
                 print(f"  round {r + 1}: {name} {s:.1f} s, test accuracy "
-                      f"{record['test_accuracy']:.2%}; load {load()}", flush=True)
+                      f"{record['test_accuracy']:.2%}; load {speed.load_average()}", flush=True)
             rates = {}
             for k, c in roof.items():
                 t0 = time.perf_counter()
@@ -130,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     if "classic" in median:
         line += f"  ratio {median['classic'] / median['cl']:.2f}x"
     print(f"whole command, median wall seconds: {line}")
-    print(f"load average after: {load()}")
+    print(f"load average after: {speed.load_average()}")
 
 
 if __name__ == "__main__":

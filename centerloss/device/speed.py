@@ -16,9 +16,21 @@ from torch.utils.flop_counter import FlopCounterMode
 CEILING_SIDE = 2048      # a square matrix product this large runs near the peak of the matrix units
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for queued device work, so that a timer read after it covers that work."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def load_average() -> str:
+    """The machine's load averages (1, 5, 15 minutes), printed beside figures taken under them."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 class Ceiling:
@@ -41,7 +53,7 @@ class Ceiling:
     def run(self) -> float:
         for _ in range(self.reps):
             torch.mm(self.a, self.b, out=self.out)
-        _sync(self.device)
+        sync(self.device)
         if not torch.isfinite(self.out[0, 0]):      # random normals: a product is always finite
             raise RuntimeError("the ceiling's matrix product is not finite")
         return self.reps * self.gflop
