@@ -378,8 +378,11 @@ def run(args: argparse.Namespace) -> None:
     root = args.data_dir or str(default_data_dir())
     ds = idx_mod.load(args.dataset, root, device)
     threads = torch.get_num_threads()
+    # as `cl train` does on a CPU; process-wide, so the classic pipeline here gets it too
+    kept = device.type == "cpu" and cpu.keep_freed_blocks()
     print(f"{args.model} on {args.dataset}, batch {args.batch_size}, {device}, torch {torch.__version__}"
-          f"\n  {machine(device)}\n  cl: {precision}, channels_last, compile {args.compile}, "
+          f"\n  {machine(device)}{'; freed blocks kept (both pipelines)' if kept else ''}"
+          f"\n  cl: {precision}, channels_last, compile {args.compile}, "
           f"{args.cl_threads or threads} threads; classic: fp32, {workers} DataLoader workers, "
           f"{threads} threads\n  load average before: {speed.load_average()}")
     if args.batches > 0:

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=15, help="rows of torch.profiler's table")
     args = p.parse_args(argv)
     device = torch.device("cpu")
+    cpu.keep_freed_blocks()          # as `cl train` does on a CPU
     ds = idx_mod.load(args.dataset, args.data_dir or None, device)
     cfg = Config(model=args.model, dataset=args.dataset, batch_size=args.batch_size)
     torch.manual_seed(cfg.seed)

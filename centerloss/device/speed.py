@@ -64,10 +64,12 @@ def counted_flops(model: nn.Module, input_shape: tuple[int, ...], train: bool,
     """FLOPs per image of one forward pass (train=False, in eval mode) or of a training step's
     forward and backward pass (train=True), counted by FlopCounterMode on a copy of the model (the
     model itself, its BatchNorm statistics included, is untouched). `loss(features, logits)` is
-    what the backward starts from; by default the sum of the logits."""
-    probe = copy.deepcopy(model).float().cpu().train(train)
+    what the backward starts from; by default the sum of the logits. Counted on the meta device:
+    the model's own FLOPs, not those of a CPU's way of computing them (nets.Conv2d's padding of
+    one input channel to two)."""
+    probe = copy.deepcopy(model).float().to("meta").train(train)
     batch = 4
-    x = torch.randn(batch, *input_shape)
+    x = torch.randn(batch, *input_shape, device="meta")
     counter = FlopCounterMode(display=False)
     with counter, torch.set_grad_enabled(train):
         features, logits = probe(x)

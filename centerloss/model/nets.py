@@ -28,10 +28,47 @@ class PReLU(nn.PReLU):
         return F.relu(x) - a * F.relu(-x)
 
 
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters, same checkpoints) that, on the CPU, gives a one-channel input a
+    second channel of zeros and its weight a slice of zeros: the same output, but oneDNN has no
+    fast kernel for one input channel, and the first conv of a grey image took 2.3x (bf16) to 3x
+    (fp32) as long, forward and backward, as with two channels (docs/performance.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.in_channels == 1 and self.groups == 1 and x.device.type == "cpu"
+                and not torch.onnx.is_in_onnx_export()):
+            return super().forward(x)
+        # a one-channel tensor is contiguous in both layouts: as torch's conv does, the output is
+        # channels_last where the input's or the weight's strides say so
+        cl = x.stride(1) == 1 or self.weight.stride(1) == 1
+        layout = torch.channels_last if cl else torch.contiguous_format
+        x = F.pad(x, (0, 0, 0, 0, 0, 1)).contiguous(memory_format=layout)
+        w = F.pad(self.weight, (0, 0, 0, 0, 0, 1)).contiguous(memory_format=layout)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation)
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d(2) whose compiled form is the larger of four strided slices: the same values,
+    but inductor fuses its backward with BatchNorm's and PReLU's, where max_pool2d's backward was
+    a scatter into an NCHW copy. A tie shares its gradient instead of giving it all to the first
+    of the tied inputs. Eager runs keep ATen's kernel, which is faster there, and an ONNX export
+    keeps its MaxPool operator."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+            return super().forward(x)
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2     # an odd row or column is dropped
+        return torch.maximum(torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2]),
+                             torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]))
+
+
 def _conv(cin: int, cout: int, k: int) -> list[nn.Module]:
     # BatchNorm is our addition to the paper's conv + PReLU: it lets plain SGD at a high learning
     # rate converge in a few epochs and leaves the feature layer, where center loss acts, untouched.
-    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), PReLU(cout)]
+    return [Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), PReLU(cout)]
 
 
 class LeNetsPP(nn.Module):
@@ -44,9 +81,9 @@ class LeNetsPP(nn.Module):
                  image_size: int = 28):
         super().__init__()
         self.body = nn.Sequential(
-            *_conv(in_channels, 32, 5), *_conv(32, 32, 5), nn.MaxPool2d(2),
-            *_conv(32, 64, 5), *_conv(64, 64, 5), nn.MaxPool2d(2),
-            *_conv(64, 128, 5), *_conv(128, 128, 5), nn.MaxPool2d(2),
+            *_conv(in_channels, 32, 5), *_conv(32, 32, 5), MaxPool2d(),
+            *_conv(32, 64, 5), *_conv(64, 64, 5), MaxPool2d(),
+            *_conv(64, 128, 5), *_conv(128, 128, 5), MaxPool2d(),
             nn.Flatten())
         side = image_size // 8
         self.feature = nn.Sequential(nn.Linear(128 * side * side, feature_dim), PReLU())
@@ -64,7 +101,7 @@ class SeedNet(nn.Module):
                  image_size: int = 28):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(),
             nn.Linear(64 * (image_size // 4) ** 2, 256), nn.ReLU(),

@@ -20,7 +20,7 @@ from centerloss.data import batches as batch_mod
 from centerloss.data.registry import dataset_for
 from centerloss.data.sample import fingerprint
 from centerloss.data.types import Dataset
-from centerloss.device import accel, compile_rule, distributed
+from centerloss.device import accel, compile_rule, cpu, distributed
 from centerloss.device.runtime import Runtime
 from centerloss.errors import Interrupted, TrainError
 from centerloss.evaluation.evaluate import evaluate_epoch, retrieval_due
@@ -127,6 +127,8 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: Dataset | None, overw
         raise TrainError(f"--resume: the {cfg.dataset} data found now differs from the data {out} "
                          f"was trained on; resume with the run's own --data-dir "
                          f"({cfg.data_dir or 'the default'}), or train a new run elsewhere")
+    if device.type == "cpu":
+        cpu.keep_freed_blocks()          # each step reuses the last one's freed activations
     torch.manual_seed(cfg.seed)
     num_classes = len(ds.classes)
     model = build_model_for(cfg, num_classes, ds.input_shape)

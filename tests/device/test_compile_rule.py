@@ -6,7 +6,7 @@ import torch
 from support.data import make_dataset
 from typer.testing import CliRunner
 
-from centerloss.device import compile_rule
+from centerloss.device import accel, compile_rule
 from centerloss.device.compile_rule import COMPILE_SECONDS, decide
 from centerloss.device.runtime import Runtime
 from cli.main import app
@@ -59,18 +59,20 @@ def test_the_start_line_says_whether_the_run_is_compiled(tmp_path):
 
 
 @pytest.mark.skipif(not compile_rule.has_cpp_compiler(), reason="inductor needs a C++ compiler")
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_the_compiled_block_computes_what_the_eager_one_does(precision):
-    """LeNets++'s block (conv, BatchNorm, PReLU, max-pooling) through inductor, the path compiling
-    by default fuses, against eager: the same outputs and gradients within the precision's rounding.
-    Small, so that compiling takes seconds; the whole net is the same layers, six times."""
-    from centerloss.model.nets import _conv
+@pytest.mark.parametrize("precision,side", [("fp32", 13), ("bf16", 12)])
+def test_the_compiled_block_computes_what_the_eager_one_does(precision, side):
+    """LeNets++'s block (conv, BatchNorm, PReLU, max-pooling) compiled as training compiles it
+    (accel.compiled_forward: inductor, aggressive fusion, the pooling as four slices) against
+    eager (ATen's max_pool2d): the same outputs and gradients within the precision's rounding, on
+    an even side and on an odd one (the last row and column are dropped). Small, so that
+    compiling takes seconds; the whole net is the same layers, six times."""
+    from centerloss.model.nets import MaxPool2d, _conv
     torch.manual_seed(0)
-    block = torch.nn.Sequential(*_conv(1, 8, 5), *_conv(8, 8, 5), torch.nn.MaxPool2d(2))
+    block = torch.nn.Sequential(*_conv(1, 8, 5), *_conv(8, 8, 5), MaxPool2d())
     block = block.to(memory_format=torch.channels_last)
-    x = torch.randn(16, 1, 12, 12).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(16, 1, side, side).contiguous(memory_format=torch.channels_last)
     runtime = Runtime(torch.device("cpu"), precision)
-    fast = torch.compile(block, dynamic=False)
+    fast = accel.compiled_forward(block, 16, torch.device("cpu"))
     results = []
     for model in (block, fast):
         for p in block.parameters():
@@ -79,6 +81,25 @@ def test_the_compiled_block_computes_what_the_eager_one_does(precision):
             out = model(x)
         out.float().square().mean().backward()
         results.append([out.detach().float()] + [p.grad.clone() for p in block.parameters()])
+    assert results[0][0].shape == (16, 8, side // 2, side // 2)
     tol = {"rtol": 1e-4, "atol": 1e-5} if precision == "fp32" else {"rtol": 0.05, "atol": 0.02}
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager, **tol)
+
+
+@pytest.mark.skipif(not compile_rule.has_cpp_compiler(), reason="inductor needs a C++ compiler")
+def test_the_compiled_pooling_shares_a_tie_and_keeps_the_gradient():
+    """Where a window holds its maximum twice, ATen gives the whole gradient to the first; the
+    compiled pooling splits it. Either way a window passes on exactly its output's gradient."""
+    from centerloss.model.nets import MaxPool2d
+    x = torch.tensor([[5., 5., 1., 2.], [0., 3., 4., 1.]]).view(1, 1, 2, 4).requires_grad_()
+    pool = MaxPool2d()
+    grads = []
+    for model in (pool, torch.compile(pool, dynamic=False)):
+        out = model(x)
+        assert out.tolist() == [[[[5., 4.]]]]
+        grad, = torch.autograd.grad(out, x, torch.tensor([[[[2., 3.]]]]))
+        grads.append(grad.view(2, 4))
+    eager, compiled = grads
+    assert eager.tolist() == [[2., 0., 0., 0.], [0., 0., 3., 0.]]
+    assert compiled.tolist() == [[1., 1., 0., 0.], [0., 0., 3., 0.]]

@@ -101,3 +101,27 @@ def test_summary_names_the_model_and_the_kernel_flags(tmp_path, flags, expected)
                     f"processor\t: 1\nmodel name\t: Some CPU 9000\nflags\t\t: {flags}\n")
     assert cpu.model_and_flags(info) == ("Some CPU 9000", set(flags.split()))
     assert cpu.summary(info) == f"Some CPU 9000, {cpu.usable_cpus()} cores: {expected}"
+
+
+def test_training_keeps_freed_blocks_for_the_next_step(monkeypatch):
+    """keep_freed_blocks asks glibc for a fixed 32 MiB mmap threshold and a 1 GiB trim threshold
+    (both, in that order), and says whether glibc took them; without glibc it does nothing."""
+    calls = []
+
+    def mallopt(param, value):
+        calls.append((param, value))
+        return 1
+
+    monkeypatch.setattr(cpu, "_mallopt", lambda: mallopt)
+    assert cpu.keep_freed_blocks()
+    assert calls == [(cpu.M_MMAP_THRESHOLD, 32 << 20), (cpu.M_TRIM_THRESHOLD, 1 << 30)]
+    monkeypatch.setattr(cpu, "_mallopt", lambda: (lambda param, value: 0))
+    assert not cpu.keep_freed_blocks()        # glibc refused: said so
+    monkeypatch.setattr(cpu, "_mallopt", lambda: None)
+    assert not cpu.keep_freed_blocks()        # not glibc
+
+
+def test_glibc_takes_the_settings_it_is_given():
+    if cpu._mallopt() is None:
+        pytest.skip("not glibc")
+    assert cpu.keep_freed_blocks()           # 32 MiB is within glibc's limit for the threshold

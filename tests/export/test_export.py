@@ -47,6 +47,10 @@ def test_export_runs_in_onnxruntime_like_pytorch(runs, arcface_run, tmp_path):
         result = cli.invoke(app, ["export", "--run", str(run), "-o", str(out)])
         assert result.exit_code == 0, result.output
         assert check_matches(run, out)["head"] == head
+        ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+        # the graph is the model's own: no pad of its one-channel input (nets.Conv2d's CPU speed-up)
+        # and ONNX's MaxPool, not the four slices the compiled training pools with
+        assert {"Conv", "MaxPool"} <= ops and not ops & {"Pad", "Slice", "Max"}
 
 
 def test_existing_file_is_kept_unless_overwrite(runs, tmp_path):

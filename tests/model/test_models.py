@@ -50,3 +50,25 @@ def test_prelu_training_pass_matches_aten_in_values_and_gradients(shape, channel
     assert torch.equal(x.grad, x2.grad)
     assert torch.allclose(ours.weight.grad, aten.weight.grad, rtol=1e-2, atol=1e-3)
     assert ours.state_dict().keys() == aten.state_dict().keys()
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_a_one_channel_conv_computes_what_torch_s_does(layout):
+    """nets.Conv2d pads a one-channel input to two on the CPU (a faster kernel): the output and
+    the gradients of the input and of the weight are nn.Conv2d's, and so are the parameters."""
+    from centerloss.model.nets import Conv2d
+    torch.manual_seed(0)
+    ours = Conv2d(1, 8, 5, padding=2, bias=True).to(memory_format=layout)
+    theirs = torch.nn.Conv2d(1, 8, 5, padding=2, bias=True).to(memory_format=layout)
+    theirs.load_state_dict(ours.state_dict())
+    assert set(ours.state_dict()) == {"weight", "bias"} and ours.weight.shape == (8, 1, 5, 5)
+    x = torch.randn(4, 1, 12, 12).contiguous(memory_format=layout)
+    grads = []
+    for conv in (ours, theirs):
+        xi = x.clone().requires_grad_()
+        out = conv(xi)
+        assert out.is_contiguous(memory_format=layout)
+        out.square().sum().backward()
+        grads.append((out.detach(), xi.grad, conv.weight.grad, conv.bias.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
