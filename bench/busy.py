@@ -6,9 +6,11 @@ the data set; the figure is the last epoch's training images/s from the run's hi
 first epoch also builds the kernels), and the whole command's wall seconds. The conditions take
 turns within each round, so that slow drift of other load hits both alike. Settings:
 
-    cl     what cl chooses (cpu.prepare(): passive wait, the usable cores)
-    spin   libgomp's default wait, spinning 300,000 turns before sleeping: what cl did before
-    t1     one thread (OMP_NUM_THREADS=1), passive wait
+    cl       what cl chooses (cpu.prepare(): spin 3,000 turns then sleep, the usable cores)
+    spin     libgomp's default wait, spinning 300,000 turns before sleeping
+    short    3,000 turns of spin then sleep, set by hand (what cl chooses)
+    passive  sleep at once (OMP_WAIT_POLICY=PASSIVE): cl's choice in 0.1.0
+    t1       one thread (OMP_NUM_THREADS=1), cl's wait
 
 Run from the repository root; the machine should be otherwise quiet (the load average is printed):
 
@@ -36,7 +38,8 @@ from centerloss.data import idx as idx_mod
 from centerloss.device import cpu
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = {"cl": {}, "spin": {"GOMP_SPINCOUNT": "300000"}, "t1": {"OMP_NUM_THREADS": "1"}}
+SETTINGS = {"cl": {}, "spin": {"GOMP_SPINCOUNT": "300000"}, "short": {"GOMP_SPINCOUNT": "3000"},
+            "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "t1": {"OMP_NUM_THREADS": "1"}}
 OMP = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
 BUSY_LOOP = "while True: pass"
 

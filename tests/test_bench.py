@@ -77,7 +77,7 @@ def test_busy_bench_prints_quiet_and_busy_side_by_side(tmp_path, capsys):
                "32", "--epochs", "1", "--batch-size", "32", "--settings", "cl", "--precision", "fp32"])
     out = capsys.readouterr().out
     assert re.search(r"^CPU: .+, \d+ cores: ", out, re.M)
-    runs = re.findall(r"^  cl +(quiet|busy) +([\d,]+) images/s .*\(fp32, (\d+) threads?, passive wait\)$",
+    runs = re.findall(r"^  cl +(quiet|busy) +([\d,]+) images/s .*\(fp32, (\d+) threads?, spin 3000 then wait\)$",
                       out, re.M)
     assert sorted(r[0] for r in runs) == ["busy", "quiet"]
     quiet, busy_rate = (float(r[1].replace(",", "")) for r in sorted(runs, key=lambda r: r[0] != "quiet"))

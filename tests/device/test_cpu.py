@@ -22,7 +22,8 @@ from pathlib import Path
 from centerloss.device import cpu
 cpu.prepare(Path(sys.argv[1]))
 import torch
-print(os.environ.get("OMP_WAIT_POLICY"), os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads())
+print(os.environ.get("OMP_WAIT_POLICY"), os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads(),
+      os.environ.get("GOMP_SPINCOUNT"))
 print(cpu.describe())
 """
 
@@ -35,32 +36,35 @@ def probe(cgroup: Path, **env: str) -> list[str]:
     return result.stdout.splitlines()
 
 
-def test_prepare_chooses_passive_wait_and_keeps_the_cores(tmp_path):
+def test_prepare_chooses_a_short_spin_and_keeps_the_cores(tmp_path):
     values, described = probe(tmp_path)          # an empty folder: no CPU limit
     cpus = len(os.sched_getaffinity(0))
-    policy, num_threads, torch_threads = values.split()
-    assert (policy, num_threads) == ("PASSIVE", "None") and 1 <= int(torch_threads) <= cpus
-    assert described.endswith(", passive wait") and "(" not in described
+    policy, num_threads, torch_threads, spin = values.split()
+    assert (policy, num_threads, spin) == ("PASSIVE", "None", "3000") and 1 <= int(torch_threads) <= cpus
+    assert described.endswith(", spin 3000 then wait") and "(" not in described
 
 
 @pytest.mark.parametrize("env, expected", [
     ({"OMP_WAIT_POLICY": "ACTIVE"}, "active wait (OMP_WAIT_POLICY)"),
     ({"GOMP_SPINCOUNT": "1000"}, "spin 1000 then wait (GOMP_SPINCOUNT)"),
-    ({"OMP_NUM_THREADS": "1"}, "1 thread (OMP_NUM_THREADS), passive wait"),
+    ({"OMP_NUM_THREADS": "1"}, "1 thread (OMP_NUM_THREADS), spin 3000 then wait"),
 ])
 def test_a_users_own_openmp_settings_are_kept(tmp_path, env, expected):
     values, described = probe(tmp_path, **env)
     assert described.endswith(expected), described
+    policy, _, _, spin = values.split()
     if "GOMP_SPINCOUNT" in env:
-        assert values.split()[0] == "None"      # no wait policy on top of the user's spin count
+        assert policy == "None"      # no wait policy on top of the user's spin count
+    if "OMP_WAIT_POLICY" in env:
+        assert spin == "None"        # no spin count on top of the user's policy
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to see a limit below them")
 def test_a_container_cpu_limit_caps_the_threads(tmp_path):
     (tmp_path / "cpu.max").write_text("100000 100000\n")         # one CPU's worth of time
     values, described = probe(tmp_path)
-    assert values.split() == ["PASSIVE", "1", "1"]
-    assert described == "1 thread, passive wait"
+    assert values.split() == ["PASSIVE", "1", "1", "3000"]
+    assert described == "1 thread, spin 3000 then wait"
 
 
 @pytest.mark.parametrize("files, limit", [
@@ -87,7 +91,7 @@ def test_cl_train_says_what_it_chose_in_its_start_line(tmp_path):
                             env={**clean, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert result.returncode == 0, result.stderr
     start = result.stdout.splitlines()[0]
-    assert start.startswith("cl train: ") and ", cpu fp32, " in start and start.endswith(" passive wait")
+    assert start.startswith("cl train: ") and ", cpu fp32, " in start and start.endswith(" spin 3000 then wait")
 
 
 @pytest.mark.parametrize("flags, expected", [
