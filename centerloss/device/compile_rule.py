@@ -21,12 +21,12 @@ from centerloss.device.accel import has_cpp_compiler
 from centerloss.device.runtime import Runtime, native_bf16
 
 # Measured on the 2-core Xeon with AMX (amx_tile, amx_bf16, avx512_bf16), torch 2.14.1, bf16,
-# batch 128 (issue 24, docs/performance.md): LeNets++ eager 1,090 images/s, compiled 1,457 after
-# 28.6 s of compiling, quiet. A compiled step takes 1,090 / 1,457 = 75% of an eager one. (At one
-# thread under load, 2026-12-06, compiling saved 29-38% of a step: the rule keeps the quiet 25%.)
+# batch 128, 2 threads, quiet (bench/bench.py, 2026-12-06, docs/performance.md): LeNets++ eager
+# 1,067 images/s, compiled 1,519 (the median of five runs, 1,405-1,604), after 30.9 s of compiling
+# with an empty inductor cache. A compiled step takes 1,067 / 1,519 = 70% of an eager one.
 COMPILE_SECONDS = 30.0
-EAGER_IMAGES_PER_S_PER_THREAD = {"lenetspp": 545.0}   # bf16, AMX: 1,090 on 2 threads
-SAVED_SHARE = {"lenetspp": 0.25}
+EAGER_IMAGES_PER_S_PER_THREAD = {"lenetspp": 534.0}   # bf16, AMX: 1,067 on 2 threads
+SAVED_SHARE = {"lenetspp": 0.30}
 
 
 @dataclass(frozen=True)
