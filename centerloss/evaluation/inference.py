@@ -49,6 +49,15 @@ def infer_outcomes(model: torch.nn.Module, split: Split, mean: Stats, std: Stats
     return Outcomes(torch.cat(feats), torch.cat(preds), torch.cat(losses))
 
 
+# A batch whose logits take this much is followed by a trim of the C heap: at 20,000 classes
+# (10 MB of logits a batch) glibc kept the freed blocks, fragmented by the small tensors kept
+# between them, and `cl eval` grew to 2.7 GB. Below it a trim only hands back pages the next
+# batch faults in again: trimming after every batch of 128 MNIST images cost LeNets++'s
+# evaluation a third of its speed (4,078 against 6,296 images/s, 225,000 page faults a pass of
+# 4,096 images against 600; docs/performance.md). 1 MiB is 4,096 classes in bf16 at batch 128.
+TRIM_AFTER_LOGITS_BYTES = 1 << 20
+
+
 def _forward(model: torch.nn.Module, split: Split, mean: Stats, std: Stats, runtime: Runtime,
              batch_size: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(fp32 features, fp32 logits, labels) of each batch of the split, in order."""
@@ -57,9 +66,11 @@ def _forward(model: torch.nn.Module, split: Split, mean: Stats, std: Stats, runt
     with runtime.autocast(), accel.cudnn_mode(autotune=True):
         for x, y in eval_batches(split, batch_size, mean, std):
             f, z = model(x.contiguous(memory_format=torch.channels_last))
+            large = z.numel() * z.element_size() >= TRIM_AFTER_LOGITS_BYTES
             yield f.float(), z.float(), y.to(z.device)
             del f, z
-            cpu.release_free_memory()      # a batch's logits, freed, back to the system
+            if large:
+                cpu.release_free_memory()  # a batch's logits, freed, back to the system
 
 
 def load_model(path: Path | str, runtime: Runtime) -> tuple[Checkpoint, torch.nn.Module]:

@@ -168,3 +168,24 @@ def test_cuda_epoch_never_waits_for_the_device(tiny_data, tmp_path):
     assert probe.batches == 4
     model = nn.Linear(3, 2).cuda()
     assert make_optimizer(model, Config()).defaults["fused"] is True
+
+
+@pytest.mark.parametrize("classes, trims", [(10, 0), (2048, 0), (4096, 2)])
+def test_inference_trims_the_heap_only_after_large_logits(monkeypatch, classes, trims):
+    """A trim after every batch made MNIST's evaluation fault its pages in anew each batch; it is
+    kept for batches whose fp32 logits take 1 MiB or more (4,096 classes at 64 images here)."""
+    from centerloss.evaluation import inference
+
+    class Wide(nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :2], torch.zeros(x.shape[0], classes)
+
+    calls = []
+    monkeypatch.setattr(inference.cpu, "release_free_memory", lambda: calls.append(1))
+    split = Split(torch.zeros(150, 8, 8, dtype=torch.uint8), torch.zeros(150, dtype=torch.long))
+    features, logits = infer(Wide(), split, 0.0, 1.0, Runtime(torch.device("cpu"), "fp32"),
+                             batch_size=64)
+    assert logits.shape == (150, classes)
+    # batches of 64, 64 and 22: at 4,096 classes even the last (22 x 4,096 x 4 bytes) is under
+    # 1 MiB, so two trims; at 2,048 the largest batch's 512 KiB never reaches it
+    assert len(calls) == trims
