@@ -13,6 +13,7 @@ from centerloss.data.types import Split, Stats
 from centerloss.device import accel, cpu
 from centerloss.device.runtime import Runtime
 from centerloss.model.build import build_from_checkpoint
+from centerloss.model.fold import fold_batchnorm
 from centerloss.store.checkpoint import Checkpoint, load_checkpoint
 
 
@@ -63,6 +64,7 @@ def _forward(model: torch.nn.Module, split: Split, mean: Stats, std: Stats, runt
     """(fp32 features, fp32 logits, labels) of each batch of the split, in order."""
     batch_size = batch_size or accel.inference_batch_size(runtime.device)
     model.eval()
+    model = fold_batchnorm(model)           # the same function, one pass fewer per conv
     with runtime.autocast(), accel.cudnn_mode(autotune=True):
         for x, y in eval_batches(split, batch_size, mean, std):
             f, z = model(x.contiguous(memory_format=torch.channels_last))
