@@ -11,7 +11,7 @@ resize, or for a model trained on an image folder that folder's shorter-side res
 crop) and normalised with the statistics the checkpoint stores, exactly as training did."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,6 +28,7 @@ from centerloss.errors import ImageInputError, OptionError
 from centerloss.evaluation.inference import infer
 from centerloss.evaluation.metrics import nearest_center
 from centerloss.model.build import build_from_checkpoint
+from centerloss.model.fold import fold_batchnorm
 from centerloss.store import checkpoint as ckpt_io
 
 
@@ -50,12 +51,18 @@ class TrainedModel:
     input_shape: list[int]      # [C, H, W]
     path: Path                  # the checkpoint read
     device: torch.device
+    # what calls run: module with its BatchNorms folded (model/fold.py), made once at the first
+    # call, since folding takes several times one small batch's forward pass
+    _inference: torch.nn.Module | None = field(default=None, init=False, repr=False)
 
     def __call__(self, images: Any) -> Output:
         """Features and logits of the images, in fp32, without gradients."""
         pixels = self.pixels(images).to(self.device)
         split = Split(pixels, torch.zeros(len(pixels), dtype=torch.long, device=self.device))
-        features, logits = infer(self.module, split, self.mean, self.std, Runtime(self.device, "fp32"))
+        if self._inference is None:
+            self._inference = fold_batchnorm(self.module)
+        features, logits = infer(self._inference, split, self.mean, self.std,
+                                 Runtime(self.device, "fp32"))
         return Output(features.cpu(), logits.cpu())
 
     def predict(self, images: Any) -> list[str]:
