@@ -35,8 +35,8 @@ class Conv2d(nn.Conv2d):
     (fp32) as long, forward and backward, as with two channels (docs/performance.md)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.in_channels == 1 and self.groups == 1 and x.device.type == "cpu"
-                and not torch.onnx.is_in_onnx_export()):
+        if not (self.in_channels == 1 and self.groups == 1 and self.padding_mode == "zeros"
+                and x.device.type == "cpu" and not torch.onnx.is_in_onnx_export()):
             return super().forward(x)
         # a one-channel tensor is contiguous in both layouts: as torch's conv does, the output is
         # channels_last where the input's or the weight's strides say so
@@ -51,8 +51,8 @@ class MaxPool2d(nn.MaxPool2d):
     """nn.MaxPool2d(2) whose compiled form is the larger of four strided slices: the same values,
     but inductor fuses its backward with BatchNorm's and PReLU's, where max_pool2d's backward was
     a scatter into an NCHW copy. A tie shares its gradient instead of giving it all to the first
-    of the tied inputs. Eager runs keep ATen's kernel, which is faster there, and an ONNX export
-    keeps its MaxPool operator."""
+    of the tied inputs. Eager runs keep ATen's kernel (and its tie rule), and an ONNX export keeps
+    its MaxPool operator."""
 
     def __init__(self) -> None:
         super().__init__(2)
