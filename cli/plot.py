@@ -37,6 +37,8 @@ def plot(
     raw: bool = typer.Option(False, "--raw", help="Margin heads: draw the features as learned, not "
                              "normalised onto the unit circle with the class directions."),
     fps: float = flag("--fps"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file named by "
+                                   "--out (the default files in RUN/plots/ are always redrawn)."),
 ) -> None:
     """Draw features of an epoch, a GIF of all epochs, curves, or runs side by side.
 
@@ -45,7 +47,9 @@ def plot(
     feature snapshots, not the data set. Features wider than 2-D are drawn through one PCA
     fitted per run, and the plot says so. A margin head's run (--head sphereface, cosface or
     arcface) is drawn as the head sees it: features normalised onto the unit circle, with rays
-    to the class directions; --raw draws the features as learned."""
+    to the class directions; --raw draws the features as learned. A file you name with --out is
+    kept if it exists, unless --overwrite; the default files in RUN/plots/ are cl's own and are
+    redrawn."""
     from centerloss import plots
     from centerloss.plots import snapshots
     from centerloss.store.files import check_output
@@ -64,9 +68,8 @@ def plot(
     tag = "_train" if split == "train" else ""     # the default names of the two splits differ
     try:
         if out is not None:         # before any work, so a bad name fails at once
-            if gif:
-                check_output(out)
-            else:
+            check_output(out, overwrite)        # a file of yours is kept unless --overwrite
+            if not gif:
                 plots.check_format(out)
         if roc:
             targets = runs or [run]

@@ -270,3 +270,25 @@ def test_a_legend_of_many_classes_names_twenty_and_counts_the_rest():
     assert len(labels) == LEGEND_CLASSES + 1            # and the center marker's entry
     few = [h.get_label() for h in legend_handles(classes[:10], class_colors(10))]
     assert few[:10] == classes[:10] and len(few) == 11
+
+
+def test_a_file_named_by_out_is_kept_unless_overwrite(runs, run_copy, tmp_path):
+    """cl plot -o onto an existing file of the user's: a one-line error naming --overwrite, the
+    file unchanged; with --overwrite it is replaced. The default files in RUN/plots/ are redrawn."""
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"my own picture")
+    result = cl("plot", "--run", runs["flat"], "--epoch", "1", "-o", mine)
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert mine.read_bytes() == b"my own picture"
+    gif = tmp_path / "mine.gif"
+    gif.write_bytes(b"my own animation")
+    assert cl("plot", "--run", runs["flat"], "--gif", "-o", gif).exit_code == 1
+    assert gif.read_bytes() == b"my own animation"
+    result = cl("plot", "--run", runs["flat"], "--epoch", "1", "-o", mine, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert mine.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for _ in range(2):          # cl's own file in RUN/plots/ is redrawn without a word
+        result = cl("plot", "--run", run_copy, "--epoch", "1")
+        assert result.exit_code == 0, result.output
+    assert (run_copy / "plots" / "epoch_001.png").is_file()
