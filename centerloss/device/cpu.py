@@ -81,20 +81,11 @@ def prepare(root: Path = CGROUP) -> None:
             os.environ["OMP_NUM_THREADS"] = _chosen["OMP_NUM_THREADS"] = str(cpus)
 
 
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():
-    """glibc's malloc_trim, or None where the C library is not glibc."""
+@functools.lru_cache(maxsize=None)
+def _glibc(name: str):
+    """glibc's function `name` (malloc_trim, mallopt), or None where the C library is not glibc."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-@functools.lru_cache(maxsize=1)
-def _mallopt():
-    """glibc's mallopt, or None where the C library is not glibc."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
         return None
 
@@ -113,7 +104,7 @@ def keep_freed_blocks() -> bool:
     5-10% faster; docs/performance.md). Blocks under 32 MiB then come from the heap, which keeps
     up to 1 GiB of free top; the evaluation's explicit trims (release_free_memory) still return
     what it frees. True where glibc took both settings."""
-    mallopt = _mallopt()
+    mallopt = _glibc("mallopt")
     return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, KEEP_BLOCKS_BELOW)) \
         and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREE_TOP))
 
@@ -123,7 +114,7 @@ def release_free_memory() -> None:
     classes allocates and frees 10 MB of logits a batch; glibc keeps such blocks in its heap,
     the small tensors kept between them fragment it, and `cl eval` grew to 2.7 GB on a folder of
     20,000 identities. Trimmed after each batch (about a microsecond), it stays flat."""
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is not None:
         trim(0)
 

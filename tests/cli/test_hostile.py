@@ -16,12 +16,11 @@ from PIL import Image
 from safetensors.torch import save as st_save
 from support.cli import assert_one_line_error, fingerprint, invoke
 from support.data import make_dataset, write_idx_images, write_idx_labels
-from support.runs import cli_flags, make_data, tiny_config
+from support.runs import cli_flags, small_run, tiny_config
 
 from centerloss.data.folder import decode
 from centerloss.store import checkpoint as ckpt_io, files as store_files, runfolder
 from centerloss.store.runfolder import epoch_name
-from centerloss.train.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,10 +42,9 @@ def idx_set(root: Path, train_shape: tuple[int, int, int], test_shape: tuple[int
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("hostile")
-    data = make_data(root / "data")
-    run = root / "run"
-    train(tiny_config(data, epochs=2, snapshot_train=20), run)
-    w = {"data": data, "run": run, "root": root, "flags": " ".join(cli_flags(tiny_config(data)))}
+    w = small_run(root)
+    data = w["data"]
+    w.update(root=root, flags=" ".join(cli_flags(tiny_config(data))))
     w["mixed"] = idx_set(root / "mixed", (48, 28, 28), (32, 32, 32))
     w["oblong"] = idx_set(root / "oblong", (48, 28, 20), (32, 28, 20))
     w["tiny"] = idx_set(root / "tiny", (48, 4, 4), (32, 4, 4))
@@ -59,7 +57,7 @@ def world(tmp_path_factory) -> dict:
         for i in range(4):
             Image.fromarray(np.full((8, 8), 60 * i, np.uint8)).save(folder / name / f"{i}.png")
     w["images"] = folder
-    tensors, meta = ckpt_io.read_tensors(run / "model.safetensors")
+    tensors, meta = ckpt_io.read_tensors(w["run"] / "model.safetensors")
     nan = dict(tensors)
     nan["centers"] = torch.full_like(tensors["centers"], float("nan"))
     w["nan"] = root / "nan.safetensors"

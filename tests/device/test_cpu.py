@@ -116,16 +116,16 @@ def test_training_keeps_freed_blocks_for_the_next_step(monkeypatch):
         calls.append((param, value))
         return 1
 
-    monkeypatch.setattr(cpu, "_mallopt", lambda: mallopt)
+    monkeypatch.setattr(cpu, "_glibc", lambda name: mallopt if name == "mallopt" else None)
     assert cpu.keep_freed_blocks()
     assert calls == [(cpu.M_MMAP_THRESHOLD, 32 << 20), (cpu.M_TRIM_THRESHOLD, 1 << 30)]
-    monkeypatch.setattr(cpu, "_mallopt", lambda: (lambda param, value: 0))
+    monkeypatch.setattr(cpu, "_glibc", lambda name: lambda param, value: 0)
     assert not cpu.keep_freed_blocks()        # glibc refused: said so
-    monkeypatch.setattr(cpu, "_mallopt", lambda: None)
+    monkeypatch.setattr(cpu, "_glibc", lambda name: None)
     assert not cpu.keep_freed_blocks()        # not glibc
 
 
 def test_glibc_takes_the_settings_it_is_given():
-    if cpu._mallopt() is None:
+    if cpu._glibc("mallopt") is None:
         pytest.skip("not glibc")
     assert cpu.keep_freed_blocks()           # 32 MiB is within glibc's limit for the threshold

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from support.cli import assert_one_line_error, fingerprint, invoke
-from support.runs import make_data, tiny_config
+from support.runs import small_run
 
 from centerloss.store import checkpoint as ckpt_io, files
 from centerloss.store.runfolder import snapshot_path
@@ -25,11 +25,7 @@ TRAIN = ["train", "--model", "seed", "--epochs", "1", "--batch-size", "16", "--d
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("boundary")
-    data = make_data(root / "data")
-    run = root / "run"
-    train(tiny_config(data, epochs=2, snapshot_train=20), run)
-    return {"data": data, "run": run}
+    return small_run(tmp_path_factory.mktemp("boundary"))
 
 
 @pytest.fixture

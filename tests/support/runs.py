@@ -32,6 +32,16 @@ def quick_config(data_root: Path, **overrides) -> Config:
     return tiny_config(data_root, **{**QUICK, **overrides})
 
 
+def small_run(root: Path) -> dict:
+    """Generated data under root/data and a 2-epoch tiny run of it in root/run, with a 20-image
+    train snapshot: the world the boundary and hostile-input tests break things in."""
+    from centerloss.train.loop import train
+    data = make_data(root / "data")
+    run = root / "run"
+    train(tiny_config(data, epochs=2, snapshot_train=20), run)
+    return {"data": data, "run": run}
+
+
 def cli_flags(cfg: Config) -> list[str]:
     return ["--model", cfg.model, "--data-dir", cfg.data_dir, "--epochs", str(cfg.epochs),
             "--batch-size", str(cfg.batch_size), "--device", cfg.device, "--precision",
