@@ -29,6 +29,7 @@ from centerloss.evaluation.inference import infer
 from centerloss.evaluation.metrics import nearest_center
 from centerloss.model.build import build_from_checkpoint
 from centerloss.model.fold import fold_batchnorm
+from centerloss.model.nets import place
 from centerloss.store import checkpoint as ckpt_io
 
 
@@ -140,7 +141,7 @@ def load(path: str | Path = "params", epoch: int | None = None, device: str = "a
     file = path if path.is_file() else ckpt_io.resolve(path, None, epoch)
     ckpt = ckpt_io.load_checkpoint(file)
     runtime = Runtime.resolve(device, "fp32")
-    module = build_from_checkpoint(ckpt, file).to(runtime.device).eval()
+    module = place(build_from_checkpoint(ckpt, file), runtime.device).eval()
     mean, std = normalization_of(ckpt)
     return TrainedModel(module, list(ckpt.classes), ckpt.centers.float(), ckpt.config, ckpt.epoch,
                         ckpt.metrics, list(mean), list(std), list(ckpt.input_shape), file,

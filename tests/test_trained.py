@@ -88,3 +88,15 @@ def test_a_folder_without_a_run_or_a_missing_epoch_is_a_clear_error(tmp_path, ru
         centerloss.load(runs["flat"], epoch=9)
     with pytest.raises(OptionError, match="picks an epoch of a run folder"):
         centerloss.load(runfolder.model_path(runs["flat"]), epoch=1)
+
+
+def test_a_loaded_model_runs_in_the_layout_it_trained_in(runs, model):
+    """A model from a checkpoint is channels_last, as in training: left in NCHW, oneDNN took twice
+    as long to evaluate it in bf16. Both ways commands and the library load models are checked."""
+    from centerloss.device.runtime import Runtime
+    from centerloss.evaluation.inference import load_model
+    _, loaded = load_model(runfolder.model_path(runs["flat"]), Runtime.resolve("cpu", "bf16"))
+    for module in (loaded, model.module):
+        convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last)
+                             and not c.weight.is_contiguous() for c in convs if c.in_channels > 1)

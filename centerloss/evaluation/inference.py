@@ -14,6 +14,7 @@ from centerloss.device import accel, cpu
 from centerloss.device.runtime import Runtime
 from centerloss.model.build import build_from_checkpoint
 from centerloss.model.fold import fold_batchnorm
+from centerloss.model.nets import place
 from centerloss.store.checkpoint import Checkpoint, load_checkpoint
 
 
@@ -79,4 +80,4 @@ def load_model(path: Path | str, runtime: Runtime) -> tuple[Checkpoint, torch.nn
     """(checkpoint, its model on the runtime's device) for the commands that read a saved model:
     eval, embed and pairs verification."""
     ckpt = load_checkpoint(Path(path))
-    return ckpt, build_from_checkpoint(ckpt, path).to(runtime.device)
+    return ckpt, place(build_from_checkpoint(ckpt, path), runtime.device)

@@ -167,6 +167,13 @@ def build_model(name: str, num_classes: int = 10, feature_dim: int = 2, in_chann
     return model
 
 
+def place(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """model on device in channels_last, the layout cl trains and infers in: oneDNN's and cuDNN's
+    fast convolutions want it, and a model left in NCHW evaluated MNIST at half the speed on the
+    CPU (bf16 3,900 against 8,000 images/s, fp32 1,300-1,600 against 1,800-2,100)."""
+    return model.to(device, memory_format=torch.channels_last)
+
+
 def build_model_for(cfg: Config, num_classes: int, input_shape: Sequence[int]) -> nn.Module:
     """The model a run's config describes, for num_classes classes of [C, H, W] images."""
     c, h, _ = input_shape

@@ -26,7 +26,7 @@ from centerloss.errors import Interrupted, TrainError
 from centerloss.evaluation.evaluate import evaluate_epoch, retrieval_due
 from centerloss.model.center_loss import CenterLoss
 from centerloss.model.heads import Loss, softmax_loss, training_loss
-from centerloss.model.nets import build_model_for
+from centerloss.model.nets import build_model_for, place
 from centerloss.store import checkpoint as ckpt_io, configfile, retention, runfolder
 from centerloss.store.runfolder import check_out_dir
 from centerloss.train import preflight, resume as resume_mod
@@ -132,7 +132,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: Dataset | None, overw
     torch.manual_seed(cfg.seed)
     num_classes = len(ds.classes)
     model = build_model_for(cfg, num_classes, ds.input_shape)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = place(model, device)
     net = distributed.wrap(model, ctx)   # what trains; `model` is what is evaluated and saved
     center_loss = CenterLoss(num_classes, cfg.feature_dim, cfg.alpha, ctx.group).to(device)
     optimizer = make_optimizer(model, cfg)
