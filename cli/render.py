@@ -107,6 +107,7 @@ class TrainReporter(Callbacks):
         self.window_wanted = window
         self.view: liveview.LiveView | None = None    # the recent features, for either picture
         self.draw_view = False                         # under the bar
+        self.frame_kept = False                        # its last picture printed to stay
         self.window = None                             # livewindow.FeatureWindow
         self.progress: Progress | None = None
         self.task = None
@@ -211,8 +212,8 @@ class TrainReporter(Callbacks):
         if self.progress is not None:
             self.progress.stop()       # transient: the bar and the view go with it ...
             self.progress = None
-            if self.draw_view and self.view.frame is not None and record["epoch"] == self.epochs:
-                self.console.print(self.view.frame)   # ... but the last picture stays on screen
+            if record["epoch"] == self.epochs:
+                self.keep_frame()                      # ... but the last picture stays on screen
         snap = self.view.snapshot() if self.window is not None else None
         if snap is not None:
             points, labels, centers, note = snap
@@ -234,10 +235,19 @@ class TrainReporter(Callbacks):
         else:
             self.console.print(line, markup=False)
 
+    def keep_frame(self) -> None:
+        """Print the view's latest picture where the transient bar no longer erases it (once)."""
+        if self.draw_view and self.view.frame is not None and not self.frame_kept:
+            self.console.print(self.view.frame)
+            self.frame_kept = True
+
     def close(self) -> None:
+        """The end of the command, whatever ended it: a run stopped by Ctrl-C, or by an error
+        mid-epoch, keeps its last picture on screen too, as a finished one does."""
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+        self.keep_frame()
 
 
 def print_verification(console: Console, v: dict, source: str) -> None:

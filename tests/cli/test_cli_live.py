@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.data import make_dataset
 from support.runs import cli_flags, make_data, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,8 +27,10 @@ def env(columns: int = 100, rows: int = 40) -> dict[str, str]:
             "TERM": "xterm-256color", "OMP_NUM_THREADS": "1"}
 
 
-def train_in_terminal(args: list[str], columns: int = 100, rows: int = 40) -> tuple[int, str]:
-    """Run `cl train ARGS` with its stdout and stderr on a pseudo-terminal; (exit code, output)."""
+def train_in_terminal(args: list[str], columns: int = 100, rows: int = 40,
+                      interrupt_when=None) -> tuple[int, str]:
+    """Run `cl train ARGS` with its stdout and stderr on a pseudo-terminal; (exit code, output).
+    interrupt_when(output so far) -> True sends the run one SIGINT, as Ctrl-C does."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     proc = subprocess.Popen([sys.executable, "-m", "cli", "train", *args], stdin=slave,
@@ -44,6 +48,9 @@ def train_in_terminal(args: list[str], columns: int = 100, rows: int = 40) -> tu
         if not data:
             break
         chunks.append(data)
+        if interrupt_when is not None and interrupt_when(b"".join(chunks).decode("utf-8", "replace")):
+            proc.send_signal(signal.SIGINT)
+            interrupt_when = None
     else:
         proc.kill()            # a hung run fails its test instead of hanging the suite
     os.close(master)
@@ -88,6 +95,19 @@ def test_the_last_frame_stays_on_screen_when_training_ends(flags, tmp_path):
     kept = out[last_erase:]
     assert braille(kept) > 20 and has_legend(kept) and "┌" in kept
     assert plain(kept).index("┌") < plain(kept).index("epoch 1/1  ce")
+
+
+def test_the_last_frame_stays_on_screen_after_ctrl_c(tmp_path):
+    """Ctrl-C once the view is drawn: the run saves its state and says how to resume, and its
+    last picture stays above that line, as after a finished run."""
+    data = make_dataset(tmp_path / "data", n_train=480, n_test=32)
+    code, out = train_in_terminal([*cli_flags(tiny_config(data, epochs=100)), "--out",
+                                   str(tmp_path / "r")], interrupt_when=lambda o: braille(o) > 20)
+    assert code == 128 + signal.SIGINT, out
+    last_erase = max(m.end() for m in re.finditer(r"\x1b\[(1A|2K)", out))
+    kept = out[last_erase:]
+    assert braille(kept) > 20 and has_legend(kept) and "┌" in kept
+    assert plain(kept).index("┌") < plain(kept).index("resume with: cl train --resume")
 
 
 def test_no_live_on_a_terminal_keeps_the_bar_without_the_view(flags, tmp_path):
