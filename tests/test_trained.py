@@ -9,6 +9,8 @@ from PIL import Image
 
 import centerloss
 from centerloss.data.registry import open_dataset
+from centerloss.device.runtime import Runtime
+from centerloss.evaluation.inference import load_model
 from centerloss.errors import CheckpointError, ImageInputError, OptionError
 from centerloss.store import checkpoint as ckpt_io, runfolder
 
@@ -93,8 +95,6 @@ def test_a_folder_without_a_run_or_a_missing_epoch_is_a_clear_error(tmp_path, ru
 def test_a_loaded_model_runs_in_the_layout_it_trained_in(runs, model):
     """A model from a checkpoint is channels_last, as in training: left in NCHW, oneDNN took twice
     as long to evaluate it in bf16. Both ways commands and the library load models are checked."""
-    from centerloss.device.runtime import Runtime
-    from centerloss.evaluation.inference import load_model
     _, loaded = load_model(runfolder.model_path(runs["flat"]), Runtime.resolve("cpu", "bf16"))
     for module in (loaded, model.module):
         convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
