@@ -55,14 +55,14 @@ class MaxPool2d(nn.MaxPool2d):
     NCHW terms it was an NCHW buffer, which cost inductor a transposing copy and left BatchNorm's
     backward reduction over 32 channels on one thread (the compiled step 84 -> 74 ms on the AMX
     Xeon, docs/performance.md). A tie shares its gradient instead of giving it all to the first
-    of the tied inputs. Eager runs keep ATen's kernel (and its tie rule), and an ONNX export keeps
-    its MaxPool operator."""
+    of the tied inputs. Eager runs and unbatched (C, H, W) inputs keep ATen's kernel (and its tie
+    rule), and an ONNX export keeps its MaxPool operator."""
 
     def __init__(self) -> None:
         super().__init__(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        if not torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export() or x.ndim != 4:
             return super().forward(x)
         h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2     # an odd row or column is dropped
         y = x.permute(0, 2, 3, 1)                               # N, H, W, C

@@ -103,3 +103,5 @@ def test_the_compiled_pooling_shares_a_tie_and_keeps_the_gradient():
     eager, compiled = grads
     assert eager.tolist() == [[2., 0., 0., 0.], [0., 0., 3., 0.]]
     assert compiled.tolist() == [[1., 1., 0., 0.], [0., 0., 3., 0.]]
+    unbatched = torch.randn(3, 5, 6)           # (C, H, W): ATen's pooling, compiled or not
+    assert torch.equal(torch.compile(pool, dynamic=False)(unbatched), pool(unbatched))
