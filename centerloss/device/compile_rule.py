@@ -21,13 +21,13 @@ from centerloss.device.accel import has_cpp_compiler
 from centerloss.device.runtime import Runtime, native_bf16
 
 # Measured on the 2-core Xeon with AMX (amx_tile, amx_bf16, avx512_bf16), torch 2.14.1, bf16,
-# batch 128, 2 threads, quiet (bench/bench.py, 2026-12-06, docs/performance.md): LeNets++ eager
-# 1,067 images/s (the median of five runs; 1,025 in a later one), compiled 1,689 since the
+# batch 128, 2 threads, quiet (bench/bench.py, 2026-12-06/07, docs/performance.md): LeNets++
+# eager 1,087 images/s since PReLU is a lerp (1,025-1,067 before), compiled 1,646-1,689 since the
 # pooling's NHWC slices (1,519 before), after 30.9 s of compiling with an empty inductor cache.
-# A compiled step takes 1,067 / 1,689 = 63% of an eager one.
+# A compiled step takes 1,087 / 1,668 = 65% of an eager one.
 COMPILE_SECONDS = 30.0
-EAGER_IMAGES_PER_S_PER_THREAD = {"lenetspp": 534.0}   # bf16, AMX: 1,067 on 2 threads
-SAVED_SHARE = {"lenetspp": 0.37}
+EAGER_IMAGES_PER_S_PER_THREAD = {"lenetspp": 544.0}   # bf16, AMX: 1,087 on 2 threads
+SAVED_SHARE = {"lenetspp": 0.35}
 
 
 @dataclass(frozen=True)
