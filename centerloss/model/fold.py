@@ -42,9 +42,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     nn.Sequential folded into one Conv2d: a copy, or model itself where there is nothing to fold
     (ResNet-18's blocks call their layers by name, not in a Sequential, and stay as they are).
     The copy shares nothing with model that training could change."""
-    pairs = [(seq, i) for seq in model.modules() if isinstance(seq, nn.Sequential)
-             for i in range(len(seq) - 1) if foldable(seq[i], seq[i + 1])]
-    if not pairs:
+    if not any(foldable(seq[i], seq[i + 1]) for seq in model.modules()
+               if isinstance(seq, nn.Sequential) for i in range(len(seq) - 1)):
         return model.eval()
     folded = copy.deepcopy(model).eval()
     for seq in folded.modules():
