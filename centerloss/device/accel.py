@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from centerloss.device import isa_warmup
 from centerloss.errors import CompileError
 
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -86,7 +87,10 @@ def compiled_forward(model: nn.Module, batch_size: int, device: torch.device) ->
     # Not measured on a GPU, so left to inductor's defaults there.
     options = {"aggressive_fusion": True} if device.type == "cpu" else None
     fast = torch.compile(model, dynamic=False, options=options)
+    # inductor's checks of the CPU's vector instruction sets, ahead, while the first call traces
+    warmup = isa_warmup.start() if device.type == "cpu" else None
 
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return fast(x) if x.shape[0] == batch_size else model(x)
+    forward.isa_warmup = warmup     # kept, so that the child is reaped with the forward, not before
     return forward

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from centerloss.config.config import Config
 from centerloss.data.types import Split
-from centerloss.device import accel
+from centerloss.device import accel, isa_warmup
 from centerloss.device.runtime import Runtime
 from centerloss.evaluation.inference import infer
 from centerloss.model.nets import build_model
@@ -109,14 +109,59 @@ def test_cpu_inference_batch_follows_the_thread_count():
 def test_compiled_forward_leaves_partial_batches_to_the_eager_model(tiny_data, tmp_path, monkeypatch):
     fake = FakeCompile()
     monkeypatch.setattr(torch, "compile", fake)
+    started = []
+    monkeypatch.setattr(isa_warmup, "start", lambda: started.append(1))
     cfg = Config(model="seed", epochs=2, batch_size=64, data_dir=str(tiny_data), compile=True)
     train(cfg, tmp_path / "r")
     # 200 images: three full batches of 64 per epoch compiled, the last 8 eager
     assert fake.sizes == [64, 64, 64] * 2
     assert fake.kwargs == {"dynamic": False, "options": {"aggressive_fusion": True}}   # on the CPU
+    assert started == [1]       # inductor's ISA checks ahead, once for the run
     ckpt = ckpt_io.load_checkpoint(tmp_path / "r" / "model.safetensors")
     assert ckpt.config.compile is True
     assert set(ckpt.model_state) == set(build_model("seed").state_dict())   # no "_orig_mod." prefix
+
+
+class FakeISA:
+    def __init__(self, name, ok, order):
+        self.name, self.ok, self.order = name, ok, order
+
+    def __str__(self):
+        return self.name
+
+    def __bool__(self):
+        self.order.append(self.name)
+        return self.ok
+
+
+def test_isa_warmup_checks_what_the_cpu_has_narrowest_first(monkeypatch):
+    from torch._inductor import cpu_vec_isa
+    order = []
+    isas = [FakeISA("avx512 avx512_vnni amx_tile", True, order),
+            FakeISA("avx512 avx512_vnni", True, order), FakeISA("avx512", False, order),
+            FakeISA("avx2", True, order), FakeISA("asimd", True, order)]
+    monkeypatch.setattr(cpu_vec_isa, "supported_vec_isa_list", isas)
+    monkeypatch.setattr(cpu_vec_isa, "x86_isa_checker", lambda: ["avx2", "avx512"])
+    # inductor checks widest first; the child the other way round, so the two meet in the middle
+    assert isa_warmup.check_all() == ["avx2"]
+    assert order == ["avx2", "avx512"]      # no VNNI or AMX on this CPU, no NEON on any x86
+
+
+def test_isa_warmup_starts_a_child_only_where_inductor_checks(monkeypatch):
+    calls = []
+    monkeypatch.setattr(isa_warmup.subprocess, "Popen", lambda args, **kw: calls.append(args) or "p")
+    monkeypatch.setattr(isa_warmup.sys, "platform", "linux")
+    monkeypatch.setattr(isa_warmup.platform, "machine", lambda: "x86_64")
+    assert isa_warmup.start() == "p"
+    assert calls == [[isa_warmup.sys.executable, "-m", "centerloss.device.isa_warmup"]]
+    monkeypatch.setattr(isa_warmup.platform, "machine", lambda: "aarch64")
+    assert isa_warmup.start() is None and len(calls) == 1
+
+    def refused(args, **kw):
+        raise OSError("no more processes")
+    monkeypatch.setattr(isa_warmup.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(isa_warmup.subprocess, "Popen", refused)
+    assert isa_warmup.start() is None       # the parent checks on its own, as without the child
 
 
 def test_old_configs_without_compile_still_load():
