@@ -129,10 +129,11 @@ def _kind(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def dump(cfg: Config, epochs_chosen: bool = False) -> str:
+def dump(cfg: Config, epochs_chosen: bool = False, compile_chosen: str = "") -> str:
     """cfg as a config file: every field under its key, in Config's order, with a note where a
     value was left to a rule. epochs_chosen: cfg.epochs is the number the default rule chose
-    (recipe.epochs_for); the file holds that number, so that the run it repeats is this one."""
+    (recipe.epochs_for); compile_chosen: why the compile rule chose cfg.compile. The file holds
+    those values, so that the run it repeats is this one."""
     lines = ["# cl train config: every setting of the run. Repeat it with",
              "#   cl train --config config.yaml --out NEW_FOLDER",
              "# Keys are cl train's options without the dashes; a flag on the command line wins.",
@@ -143,11 +144,13 @@ def dump(cfg: Config, epochs_chosen: bool = False) -> str:
             value = int(value)
         line = yaml.safe_dump({_key(f.name): value}, default_flow_style=False, sort_keys=False,
                               allow_unicode=True).strip()
-        lines.append(line + _note(cfg, f.name, epochs_chosen))
+        lines.append(line + _note(cfg, f.name, epochs_chosen, compile_chosen))
     return "\n".join(lines) + "\n"
 
 
-def _note(cfg: Config, name: str, epochs_chosen: bool) -> str:
+def _note(cfg: Config, name: str, epochs_chosen: bool, compile_chosen: str = "") -> str:
+    if name == "compile" and compile_chosen:
+        return f"  # chosen by the rule ({compile_chosen}); null lets it choose again"
     if name == "epochs" and cfg.epochs is None:
         return (f"  # the default, chosen when the data are loaded: {recipe.DEFAULT_EPOCHS}, or "
                 f"more to make {recipe.MIN_STEPS} steps, at most {recipe.MAX_AUTO_EPOCHS}")

@@ -71,8 +71,10 @@ def check_compile(device: torch.device) -> None:
                            "without --compile")
 
 
-def compiled_forward(model: nn.Module, batch_size: int, device: torch.device) -> Forward:
-    """model's forward compiled for full training batches.
+def compiled_forward(model: nn.Module, batch_size: int, device: torch.device,
+                     on_compiled: Callable[[], None] | None = None) -> Forward:
+    """model's forward compiled for full training batches; on_compiled is called once, after the
+    first compiled call returns (the compile done).
 
     Any other batch size (an epoch's last, partial batch) runs the eager model: compiling for a
     second shape would cost as much as the first compile (minutes on a CPU) for one batch an epoch.
@@ -90,7 +92,14 @@ def compiled_forward(model: nn.Module, batch_size: int, device: torch.device) ->
     # inductor's checks of the CPU's vector instruction sets, ahead, while the first call traces
     warmup = isa_warmup.start() if device.type == "cpu" else None
 
+    pending = [on_compiled] if on_compiled else []
+
     def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return fast(x) if x.shape[0] == batch_size else model(x)
+        if x.shape[0] != batch_size:
+            return model(x)
+        out = fast(x)
+        while pending:
+            pending.pop()()
+        return out
     forward.isa_warmup = warmup     # kept, so that the child is reaped with the forward, not before
     return forward

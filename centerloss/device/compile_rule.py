@@ -7,12 +7,16 @@ when the time it saves over the run exceeds that cost:
 
     images to train / eager images/s  x  share of a step saved  >  seconds to compile
 
-with the figures measured for a model on a kind of device (docs/performance.md). Where a figure is
-missing, the rule keeps the eager model: it never guesses that compiling pays. It reads only the
-config, the device and the CPU's flags, never a timing, so the same command on the same machine
-always decides the same way (and a seeded run stays reproducible)."""
+with the figures measured for a model on a kind of device (docs/performance.md). Compiling costs
+~30 s the first time and ~3 s once inductor's cache holds the same graphs from an earlier run
+(device/compile_cache.py says whether it does). Where a figure is missing, the rule keeps the
+eager model: it never guesses that compiling pays. It reads the config, the device, the CPU's
+flags and whether the cache holds the model, never a timing. The same command can therefore
+compile where an earlier one did not, once a compiled run filled the cache; RUN/config.yaml
+records the choice, so that a run repeated from it trains the same way, bit for bit."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +30,9 @@ from centerloss.device.runtime import Runtime, native_bf16
 # pooling's NHWC slices (1,519 before), after 30.9 s of compiling with an empty inductor cache.
 # A compiled step takes 1,087 / 1,668 = 65% of an eager one.
 COMPILE_SECONDS = 30.0
+# The same compile once inductor's cache holds the graphs (from an earlier run): the first
+# compiled step took 2.5 s instead of 38 (2026-12-07).
+CACHED_COMPILE_SECONDS = 3.0
 EAGER_IMAGES_PER_S_PER_THREAD = {"lenetspp": 544.0}   # bf16, AMX: 1,087 on 2 threads
 SAVED_SHARE = {"lenetspp": 0.35}
 
@@ -42,10 +49,11 @@ class CompileChoice:
 
 def decide(flag: bool | None, runtime: Runtime, model: str, images: int,
            threads: int | None = None, compiler: bool | None = None,
-           amx: bool | None = None) -> CompileChoice:
+           amx: bool | None = None, cached: Callable[[], bool] = lambda: False) -> CompileChoice:
     """--compile (True) or --no-compile (False) as given; for None, the rule above. `images` is
     what this process will train (epochs left x its share of the training split); `threads`,
-    `compiler` and `amx` default to this machine's (tests pass their own)."""
+    `compiler` and `amx` default to this machine's (tests pass their own); `cached` says whether
+    inductor's cache holds the model's graphs, asked only where the answer matters."""
     if flag is not None:
         return CompileChoice(flag, "--compile" if flag else "--no-compile")
     device = runtime.device
@@ -64,8 +72,15 @@ def decide(flag: bool | None, runtime: Runtime, model: str, images: int,
         return CompileChoice(False, "auto: no C++ compiler (g++ or clang++) for inductor")
     threads = threads or torch.get_num_threads()
     saved = images / (EAGER_IMAGES_PER_S_PER_THREAD[model] * threads) * SAVED_SHARE[model]
-    if saved > COMPILE_SECONDS:
+    if saved <= CACHED_COMPILE_SECONDS:
+        return CompileChoice(False, f"auto: would save ~{saved:.0f} s over {images:,} images, "
+                                    f"less than compiling takes even from inductor's cache")
+    if cached():
+        cost, whose = CACHED_COMPILE_SECONDS, ", inductor's cache holds this model"
+    else:
+        cost, whose = COMPILE_SECONDS, ""
+    if saved > cost:
         return CompileChoice(True, f"auto: saves ~{saved:.0f} s over {images:,} images, "
-                                   f"compiling takes ~{COMPILE_SECONDS:.0f} s")
+                                   f"compiling takes ~{cost:.0f} s{whose}")
     return CompileChoice(False, f"auto: would save ~{saved:.0f} s over {images:,} images, "
-                                f"less than the ~{COMPILE_SECONDS:.0f} s compiling takes")
+                                f"less than the ~{cost:.0f} s compiling takes")

@@ -32,8 +32,9 @@ def read_config(path: Path | str) -> dict[str, object]:
     return config_file.parse(text, str(path))
 
 
-def write_run_config(run: Path | str, cfg: Config, epochs_chosen: bool = False) -> Path:
+def write_run_config(run: Path | str, cfg: Config, epochs_chosen: bool = False,
+                     compile_chosen: str = "") -> Path:
     """RUN/config.yaml: the run's config, itself a valid --config."""
     path = config_path(run)
-    atomic_write(path, config_file.dump(cfg, epochs_chosen).encode("utf-8"))
+    atomic_write(path, config_file.dump(cfg, epochs_chosen, compile_chosen).encode("utf-8"))
     return path

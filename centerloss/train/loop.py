@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from centerloss.data import batches as batch_mod
 from centerloss.data.registry import dataset_for
 from centerloss.data.sample import fingerprint
 from centerloss.data.types import Dataset
-from centerloss.device import accel, compile_rule, cpu, distributed
+from centerloss.device import accel, compile_cache, compile_rule, cpu, distributed
 from centerloss.device.runtime import Runtime
 from centerloss.errors import Interrupted, TrainError
 from centerloss.evaluation.evaluate import evaluate_epoch, retrieval_due
@@ -140,11 +141,15 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: Dataset | None, overw
     # torch.compile as --compile/--no-compile say, else where it pays for the images left to train
     epochs = epochs_for(cfg, batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world))
     left = (epochs - (state.progress.epoch if state else 1) + 1) * len(ds.train) // ctx.world
-    choice = compile_rule.decide(cfg.compile, runtime, cfg.model, left)
+    graph = functools.cache(lambda: compile_cache.graph_key(
+        net, cfg.batch_size // ctx.world, ds.input_shape, runtime, ctx.world))
+    choice = compile_rule.decide(cfg.compile, runtime, cfg.model, left,
+                                 cached=lambda: compile_cache.holds(graph()))
     runtime = dataclasses.replace(runtime, compile_note=choice.note)
     if choice.on:
         try:   # compiled for the full shard of a batch; other sizes run eager
-            forward = accel.compiled_forward(net, cfg.batch_size // ctx.world, device)
+            forward = accel.compiled_forward(net, cfg.batch_size // ctx.world, device,
+                                             on_compiled=lambda: compile_cache.remember(graph()))
         except accel.CompileError as e:
             raise TrainError(str(e)) from e
     batches = batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
@@ -161,7 +166,9 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: Dataset | None, overw
     elif overwrite and ctx.is_main:      # only now: bad flags or data above leave the old run untouched
         runfolder.clear_run(out)
     if ctx.is_main:
-        configfile.write_run_config(out, cfg, chosen)
+        ruled = cfg.compile is None         # config.yaml holds what the compile rule chose
+        configfile.write_run_config(out, dataclasses.replace(cfg, compile=choice.on) if ruled
+                                    else cfg, chosen, choice.why if ruled else "")
 
     def save_state(progress: EpochProgress) -> Path:
         path = resume_mod.state_path(out)

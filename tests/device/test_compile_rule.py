@@ -7,7 +7,7 @@ from support.data import make_dataset
 from typer.testing import CliRunner
 
 from centerloss.device import accel, compile_rule
-from centerloss.device.compile_rule import COMPILE_SECONDS, decide
+from centerloss.device.compile_rule import CACHED_COMPILE_SECONDS, COMPILE_SECONDS, decide
 from centerloss.device.runtime import Runtime
 from cli.main import app
 
@@ -37,6 +37,27 @@ def test_a_long_lenetspp_run_in_bf16_on_amx_compiles_and_a_short_one_does_not(na
     assert not short.on and short.note.startswith("eager (auto: would save ~")
     assert decide(None, CPU_BF16, "lenetspp", 12 * 60000, **AMX).on        # the default MNIST run
     assert not decide(None, CPU_BF16, "lenetspp", 60000, **AMX).on         # one epoch: not repaid
+
+
+def test_a_model_in_inductors_cache_compiles_for_a_shorter_run(native):
+    asked = []
+
+    def cached():
+        asked.append(1)
+        return True
+    one_epoch = decide(None, CPU_BF16, "lenetspp", 60000, **AMX, cached=cached)
+    assert one_epoch.on and asked == [1]
+    assert one_epoch.note.endswith("compiling takes ~3 s, inductor's cache holds this model)")
+    assert not decide(None, CPU_BF16, "lenetspp", 60000, **AMX, cached=lambda: False).on
+    # below what even a cached compile costs, the cache is not asked (it imports inductor)
+    rate = compile_rule.EAGER_IMAGES_PER_S_PER_THREAD["lenetspp"] * 2
+    tiny = int(CACHED_COMPILE_SECONDS * rate / compile_rule.SAVED_SHARE["lenetspp"] * 0.9)
+    choice = decide(None, CPU_BF16, "lenetspp", tiny, **AMX, cached=cached)
+    assert not choice.on and len(asked) == 1 and "even from inductor's cache" in choice.note
+    # a forced choice and a CPU where compiling never pays do not ask either
+    decide(True, CPU_BF16, "lenetspp", 60000, **AMX, cached=cached)
+    decide(None, CPU_BF16, "lenetspp", 60000, threads=2, compiler=True, amx=False, cached=cached)
+    assert len(asked) == 1
 
 
 def test_the_rule_keeps_eager_where_compiling_was_not_measured_to_pay(native):
