@@ -84,6 +84,12 @@ def timed(command: list[str], what: str) -> tuple[float, dict]:
     return seconds, record
 
 
+def compile_line(run: Path) -> str:
+    """The `compile:` line of the run's config.yaml: true or false, and the rule's reason."""
+    lines = (run / "config.yaml").read_text(encoding="utf-8").splitlines()
+    return next((line for line in lines if line.startswith("compile:")), "compile: (not found)")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     roof = {name: speed.Ceiling(torch.device("cpu"), dtype)
@@ -113,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
                 seconds[name].append(s)
                 print(f"  round {r + 1}: {name} {s:.1f} s, test accuracy "
                       f"{record['test_accuracy']:.2%}; load {speed.load_average()}", flush=True)
+                if name == "cl":    # compiled or not, and why: the run's config.yaml says
+                    print(f"    cl's {compile_line(Path(tmp) / 'run')}", flush=True)
             rates = {}
             for k, c in roof.items():
                 t0 = time.perf_counter()
