@@ -72,15 +72,17 @@ def decide(flag: bool | None, runtime: Runtime, model: str, images: int,
         return CompileChoice(False, "auto: no C++ compiler (g++ or clang++) for inductor")
     threads = threads or torch.get_num_threads()
     saved = images / (EAGER_IMAGES_PER_S_PER_THREAD[model] * threads) * SAVED_SHARE[model]
+    gain = f"{saved:.0f}" if saved >= 10 else f"{saved:.1f}"
     if saved <= CACHED_COMPILE_SECONDS:
-        return CompileChoice(False, f"auto: would save ~{saved:.0f} s over {images:,} images, "
-                                    f"less than compiling takes even from inductor's cache")
+        return CompileChoice(False, f"auto: would save ~{gain} s over {images:,} images, less "
+                                    f"than the ~{CACHED_COMPILE_SECONDS:.0f} s compiling takes "
+                                    f"even from inductor's cache")
     if cached():
         cost, whose = CACHED_COMPILE_SECONDS, ", inductor's cache holds this model"
     else:
         cost, whose = COMPILE_SECONDS, ""
     if saved > cost:
-        return CompileChoice(True, f"auto: saves ~{saved:.0f} s over {images:,} images, "
+        return CompileChoice(True, f"auto: saves ~{gain} s over {images:,} images, "
                                    f"compiling takes ~{cost:.0f} s{whose}")
-    return CompileChoice(False, f"auto: would save ~{saved:.0f} s over {images:,} images, "
+    return CompileChoice(False, f"auto: would save ~{gain} s over {images:,} images, "
                                 f"less than the ~{cost:.0f} s compiling takes")
