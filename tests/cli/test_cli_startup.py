@@ -46,6 +46,15 @@ def test_a_command_that_trains_still_imports_torch():
     assert result.returncode == 2 and "loaded: ['torch'" in result.stderr, result.stderr
 
 
+def test_training_output_does_not_load_matplotlibs_figures():
+    # the live view takes its colours from the plots package; drawing figures is for cl plot
+    code = ("import sys; import cli.render; from centerloss.plots import palette; "
+            "palette.class_rgb(10); print('matplotlib.figure' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
+
+
 @pytest.mark.parametrize("cmd", [[], ["train"], ["eval"], ["plot"], ["embed"]])
 def test_dash_h_is_help(cmd):
     short, long = runner.invoke(app, [*cmd, "-h"]), runner.invoke(app, [*cmd, "--help"])
