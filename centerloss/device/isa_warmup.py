@@ -25,8 +25,8 @@ def start() -> subprocess.Popen | None:
     """Start the checks in a child process on an x86-64 Linux machine (where inductor runs them);
     None elsewhere or if it cannot start. The child's output goes nowhere: it has nothing to say
     that the parent's own checks would not."""
-    if sys.platform != "linux" or platform.machine() != "x86_64":
-        return None
+    if sys.platform != "linux" or platform.machine() != "x86_64" or not sys.executable:
+        return None     # (an embedded interpreter may have no executable to start)
     try:
         return subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

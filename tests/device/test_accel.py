@@ -162,6 +162,8 @@ def test_isa_warmup_starts_a_child_only_where_inductor_checks(monkeypatch):
     monkeypatch.setattr(isa_warmup.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(isa_warmup.subprocess, "Popen", refused)
     assert isa_warmup.start() is None       # the parent checks on its own, as without the child
+    monkeypatch.setattr(isa_warmup.sys, "executable", "")
+    assert isa_warmup.start() is None       # an embedded interpreter: no child to start
 
 
 def test_old_configs_without_compile_still_load():
