@@ -138,3 +138,35 @@ def test_profile_prints_the_shares_of_a_step(tmp_path, capsys):
     shares = re.findall(r"^  (\S.*?) +([\d.]+)%$", capsys.readouterr().out, re.M)
     assert "convolution" in [s[0] for s in shares]
     assert abs(sum(float(s[1]) for s in shares) - 100) < 0.5
+
+
+def test_compile_bench_times_a_healthy_first_step_and_refuses_a_loss_that_is_not(
+        tmp_path, monkeypatch, capsys):
+    import json
+    import subprocess
+
+    import torch
+
+    from centerloss.device import isa_warmup
+    spec = importlib.util.spec_from_file_location("compile_script", BENCH.parent / "compile_time.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    data = make_dataset(tmp_path, n_train=100, n_test=20)
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: model)    # minutes on a CPU
+    monkeypatch.setattr(isa_warmup, "start", isa_warmup.start)          # --no-child replaces it
+    bench.main(["--one", "--no-child", "--model", "seed", "--data-dir", str(data),
+                "--batch-size", "20", "--precision", "fp32"])
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(record["losses"]) == 3 and all(0 < loss < 100 for loss in record["losses"])
+    assert record["first_step_s"] > 0 and len(record["next_steps_s"]) == 2
+
+    def nan_run(command, **kw):
+        assert kw["env"]["TORCHINDUCTOR_CACHE_DIR"] == "CACHE" and "--no-child" in command
+        return subprocess.CompletedProcess(command, 0, '{"first_step_s": 30.0, "next_steps_s": '
+                                                       '[0.1, 0.1], "losses": [2.3, NaN, 2.2]}', "")
+    monkeypatch.setattr(bench.subprocess, "run", nan_run)
+    args = bench.argparse.Namespace(data_dir="", dataset="mnist", model="lenetspp", batch_size=128,
+                                    precision="bf16")
+    with pytest.raises(SystemExit) as stop:
+        bench.timed(args, "CACHE", child=False)
+    assert str(stop.value.code).startswith("error: a compile run's loss is not finite")

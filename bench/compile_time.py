@@ -1,0 +1,126 @@
+"""Seconds of compiling: the first compiled training step of cl, each in a fresh process with an
+empty inductor cache folder, with and without inductor's vector-ISA checks run ahead in a child
+(centerloss/device/isa_warmup.py), taking turns; then once more from the cache the last run
+filled (what a second run on the machine pays).
+
+Each process trains along the recipe's schedule from the seed on the real data through cl's own
+compiled_forward and train_step: the first step (the compile) and two more; every loss is
+checked, and a run whose loss is not finite stops the bench with a one-line error and no time.
+inductor's precompiled header lives outside the cache folder (/tmp/torchinductor_$USER) and is
+not emptied: a machine's very first compile takes ~6 s more than any figure printed here. Run
+from the repository root:
+
+    PYTHONPATH=. python bench/compile_time.py --data-dir DIR --rounds 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def one(args: argparse.Namespace) -> None:
+    """In a fresh process: build, compile on the first step, print one JSON line."""
+    from centerloss.device import cpu
+    cpu.prepare()   # as `cl` does, before torch loads OpenMP
+    import torch
+
+    from centerloss.config.config import Config
+    from centerloss.config.recipe import Schedule
+    from centerloss.data import batches as batch_mod, idx as idx_mod
+    from centerloss.device import accel, isa_warmup
+    from centerloss.device.runtime import Runtime
+    from centerloss.model.center_loss import CenterLoss
+    from centerloss.model.heads import training_loss
+    from centerloss.model.nets import build_model, place
+    from centerloss.train.loop import Step, make_optimizer, train_step
+
+    if args.no_child:
+        isa_warmup.start = lambda: None
+    device = torch.device("cpu")
+    cpu.keep_freed_blocks()
+    ds = idx_mod.load(args.dataset, args.data_dir or None, device)
+    cfg = Config(model=args.model, dataset=args.dataset, batch_size=args.batch_size)
+    torch.manual_seed(cfg.seed)
+    model = place(build_model(cfg.model, len(ds.classes), cfg.feature_dim, 1,
+                              ds.train.images.shape[-1]), device)
+    schedule = Schedule.for_run(cfg, batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size))
+    batches = batch_mod.train_batches(ds.train, cfg.batch_size, cfg.seed, 1, cfg.augment, ds.mean,
+                                      ds.std)
+    start = time.perf_counter()
+    step = Step(accel.compiled_forward(model, cfg.batch_size, device),
+                CenterLoss(len(ds.classes), cfg.feature_dim, cfg.alpha),
+                make_optimizer(model, cfg), Runtime(device, args.precision), cfg.lam,
+                cfg.grad_clip, training_loss(model))
+    losses, seconds = [], []
+    for i in range(3):
+        x, y = next(batches)
+        _, ce, center = train_step(step, x, y, schedule(i))
+        losses.append(float((ce + cfg.lam * center).detach()))
+        seconds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+    print(json.dumps({"first_step_s": seconds[0], "next_steps_s": seconds[1:], "losses": losses}))
+
+
+def timed(args: argparse.Namespace, cache: str, child: bool) -> float:
+    command = [sys.executable, __file__, "--one", "--data-dir", args.data_dir, "--dataset",
+               args.dataset, "--model", args.model, "--batch-size", str(args.batch_size),
+               "--precision", args.precision, *([] if child else ["--no-child"])]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT),
+                               "TORCHINDUCTOR_CACHE_DIR": cache})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        sys.exit(f"error: a compile run failed (exit {proc.returncode}): {tail}")
+    record = json.loads(lines[-1])
+    if not all(math.isfinite(loss) for loss in record["losses"]):
+        sys.exit(f"error: a compile run's loss is not finite ({record['losses']}); no time is printed")
+    return record["first_step_s"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Seconds of cl's first compiled step, cold and warm.")
+    p.add_argument("--data-dir", default="")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--model", default="lenetspp")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.one:
+        return one(args)
+    from centerloss.device import cpu, speed
+    print(f"{args.model}, {args.precision}, batch {args.batch_size}; CPU {cpu.summary()}\n"
+          f"  load average before: {speed.load_average()}", flush=True)
+    results: dict[str, list[float]] = {"with the child": [], "without": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            order = list(results) if r % 2 == 0 else list(results)[::-1]
+            for name in order:
+                cache = tempfile.mkdtemp(dir=tmp)
+                seconds = timed(args, cache, name == "with the child")
+                results[name].append(seconds)
+                print(f"  round {r + 1}: {name}, an empty cache: first step {seconds:.1f} s",
+                      flush=True)
+        warm = timed(args, cache, True)
+    for name, values in results.items():
+        print(f"first compiled step, an empty inductor cache, {name}: median "
+              f"{statistics.median(values):.1f} s ({', '.join(f'{v:.1f}' for v in values)})")
+    print(f"first compiled step from the cache the last run filled: {warm:.1f} s")
+    print(f"load average after: {speed.load_average()}")
+
+
+if __name__ == "__main__":
+    main()
