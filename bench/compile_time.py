@@ -32,17 +32,17 @@ def one(args: argparse.Namespace) -> None:
     """In a fresh process: build, compile on the first step, print one JSON line."""
     from centerloss.device import cpu
     cpu.prepare()   # as `cl` does, before torch loads OpenMP
+    sys.path.insert(0, str(ROOT))
     import torch
 
+    from bench.bench import cl_batches, new_net  # the net and batches bench.py times
     from centerloss.config.config import Config
     from centerloss.config.recipe import Schedule
     from centerloss.data import batches as batch_mod, idx as idx_mod
     from centerloss.device import accel, isa_warmup
     from centerloss.device.runtime import Runtime
-    from centerloss.model.center_loss import CenterLoss
     from centerloss.model.heads import training_loss
-    from centerloss.model.nets import build_model, place
-    from centerloss.train.loop import Step, make_optimizer, train_step
+    from centerloss.train.loop import Step, train_step
 
     if args.no_child:
         isa_warmup.start = lambda: None
@@ -50,17 +50,12 @@ def one(args: argparse.Namespace) -> None:
     cpu.keep_freed_blocks()
     ds = idx_mod.load(args.dataset, args.data_dir or None, device)
     cfg = Config(model=args.model, dataset=args.dataset, batch_size=args.batch_size)
-    torch.manual_seed(cfg.seed)
-    model = place(build_model(cfg.model, len(ds.classes), cfg.feature_dim, 1,
-                              ds.train.images.shape[-1]), device)
     schedule = Schedule.for_run(cfg, batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size))
-    batches = batch_mod.train_batches(ds.train, cfg.batch_size, cfg.seed, 1, cfg.augment, ds.mean,
-                                      ds.std)
-    start = time.perf_counter()
-    step = Step(accel.compiled_forward(model, cfg.batch_size, device),
-                CenterLoss(len(ds.classes), cfg.feature_dim, cfg.alpha),
-                make_optimizer(model, cfg), Runtime(device, args.precision), cfg.lam,
-                cfg.grad_clip, training_loss(model))
+    batches = cl_batches(ds, cfg)
+    start = time.perf_counter()     # the set-up a compiled run adds counts: the optimizer's too
+    model, center_loss, optimizer = new_net(cfg, ds, device, channels_last=True)
+    step = Step(accel.compiled_forward(model, cfg.batch_size, device), center_loss, optimizer,
+                Runtime(device, args.precision), cfg.lam, cfg.grad_clip, training_loss(model))
     losses, seconds = [], []
     for i in range(3):
         x, y = next(batches)

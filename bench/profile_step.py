@@ -13,7 +13,6 @@ the repository root:
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -25,15 +24,15 @@ cpu.prepare()   # as `cl` does, before torch loads OpenMP
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.bench import cl_batches, new_net  # the net and batches bench.py times
 from centerloss.config.config import Config
 from centerloss.config.recipe import Schedule
 from centerloss.data import batches as batch_mod, idx as idx_mod
 from centerloss.device import accel
 from centerloss.device.runtime import Runtime
-from centerloss.model.center_loss import CenterLoss
 from centerloss.model.heads import training_loss
-from centerloss.model.nets import build_model
-from centerloss.train.loop import Step, make_optimizer, train_step
+from centerloss.train.loop import Step, train_step
 
 KINDS = (   # first match wins; matched against the profiler's op names
     ("convolution", ("convolution", "mkldnn_conv")),
@@ -65,16 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     cpu.keep_freed_blocks()          # as `cl train` does on a CPU
     ds = idx_mod.load(args.dataset, args.data_dir or None, device)
     cfg = Config(model=args.model, dataset=args.dataset, batch_size=args.batch_size)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, len(ds.classes), cfg.feature_dim, 1, ds.train.images.shape[-1])
-    model = model.to(device, memory_format=torch.channels_last)
+    model, center_loss, optimizer = new_net(cfg, ds, device, channels_last=True)
     forward = accel.compiled_forward(model, cfg.batch_size, device) if args.compile else model
-    step = Step(forward, CenterLoss(len(ds.classes), cfg.feature_dim, cfg.alpha),
-                make_optimizer(model, cfg), Runtime(device, args.precision), cfg.lam, cfg.grad_clip,
-                training_loss(model))
+    step = Step(forward, center_loss, optimizer, Runtime(device, args.precision), cfg.lam,
+                cfg.grad_clip, training_loss(model))
     schedule = Schedule.for_run(cfg, batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size))
-    data = (batch for epoch in itertools.count(1) for batch in batch_mod.train_batches(
-        ds.train, cfg.batch_size, cfg.seed, epoch, cfg.augment, ds.mean, ds.std))
+    data = cl_batches(ds, cfg)
     for i in range(3):      # kernel selection, and the compile
         x, y = next(data)
         train_step(step, x, y, schedule(i))
