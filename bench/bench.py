@@ -81,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="largest gradient norm of a step, as cl train's (0: none)")
     p.add_argument("--precision", default="auto", help="cl's precision: auto, fp32 or bf16")
     p.add_argument("--compile", action="store_true", help="torch.compile cl's model")
+    p.add_argument("--compile-blocks", action="store_true",
+                   help="torch.compile only its BatchNorm + activation blocks (compile: blocks)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for both [torch's default]")
     p.add_argument("--cl-threads", type=int, default=0,
                    help="CPU threads for cl's pipeline alone [as --threads], to time a thread setting")
@@ -202,7 +204,8 @@ def bench_training(args, cfg, ds, root, device, precision, workers) -> tuple[dic
     batches = batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size)
     schedule = Schedule.for_run(cfg, batches)
     cl_model, cl_center, cl_opt = new_net(cfg, ds, device, channels_last=True)
-    forward = accel.compiled_forward(cl_model, cfg.batch_size, device) if cfg.compile else cl_model
+    forward = (accel.compiled_forward(cl_model, cfg.batch_size, device, blocks=cfg.compile == "blocks")
+               if cfg.compile else cl_model)
     cl_data = cl_batches(ds, cfg)
     step = Step(forward, cl_center, cl_opt, Runtime(device, precision), cfg.lam, cfg.grad_clip,
                 training_loss(cl_model))
@@ -320,7 +323,7 @@ def bench_to_accuracy(args, cfg: Config, root: str) -> None:
     command = [sys.executable, "-m", "cli", "train", "--json", "--model", cfg.model, "--dataset",
                cfg.dataset, "--data-dir", root, "--batch-size", str(cfg.batch_size), "--precision",
                cfg.precision, "--device", cfg.device, "--seed", str(cfg.seed)]
-    if cfg.compile:
+    if cfg.compile is True:
         command.append("--compile")
     if cfg.lr is not None:
         command += ["--lr", str(cfg.lr)]
@@ -330,8 +333,12 @@ def bench_to_accuracy(args, cfg: Config, root: str) -> None:
     if args.cl_threads:
         command = ["env", f"OMP_NUM_THREADS={args.cl_threads}"] + command
     with tempfile.TemporaryDirectory() as out:
+        if cfg.compile == "blocks":        # a config key: cl train has no flag for it
+            settings = Path(out) / "blocks.yaml"
+            settings.write_text("compile: blocks\n")
+            command += ["--config", str(settings)]
         start = time.perf_counter()
-        proc = subprocess.Popen(command + ["--out", out], stdout=subprocess.PIPE, text=True,
+        proc = subprocess.Popen(command + ["--out", str(Path(out) / "run")], stdout=subprocess.PIPE, text=True,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
         try:
             train_seconds = 0.0
@@ -370,7 +377,8 @@ def run(args: argparse.Namespace) -> None:
     device, precision = runtime.device, runtime.precision
     workers = args.workers if args.workers >= 0 else (4 if device.type == "cuda" else 0)
     cfg = Config(model=args.model, dataset=args.dataset, data_dir=args.data_dir, device=args.device,
-                 precision=args.precision, compile=args.compile, batch_size=args.batch_size,
+                 precision=args.precision,
+                 compile="blocks" if args.compile_blocks else args.compile, batch_size=args.batch_size,
                  seed=args.seed, epochs=args.epochs, lr=args.lr,
                  grad_clip=args.grad_clip)
     cfg.validate()
@@ -382,7 +390,7 @@ def run(args: argparse.Namespace) -> None:
     kept = device.type == "cpu" and cpu.keep_freed_blocks()
     print(f"{args.model} on {args.dataset}, batch {args.batch_size}, {device}, torch {torch.__version__}"
           f"\n  {machine(device)}{'; freed blocks kept (both pipelines)' if kept else ''}"
-          f"\n  cl: {precision}, channels_last, compile {args.compile}, "
+          f"\n  cl: {precision}, channels_last, compile {cfg.compile}, "
           f"{args.cl_threads or threads} threads; classic: fp32, {workers} DataLoader workers, "
           f"{threads} threads\n  load average before: {speed.load_average()}")
     if args.batches > 0:

@@ -45,7 +45,9 @@ class Config:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"     # auto: bf16 where the device computes it natively, else fp32
-    compile: bool | None = None  # torch.compile the model; None: where it pays (device/compile_rule.py)
+    # torch.compile: true (the whole model), "blocks" (its BatchNorm + activation pairs alone,
+    # model/blocks.py) or false; None: where it pays (device/compile_rule.py)
+    compile: bool | str | None = None
     snapshot_train: int = 10000  # train-split features stored per epoch for plots (0: none)
     keep_checkpoints: str = keep.DEFAULT  # epoch checkpoints kept in RUN/epochs/: last, all or N
 
@@ -70,6 +72,8 @@ class Config:
                             ("--device", self.device)):
             check(flag, value)
         keep.keep_count(self.keep_checkpoints)
+        if not (isinstance(self.compile, bool) or self.compile in (None, "blocks")):
+            raise OptionError(f"compile must be true, false or blocks, got {self.compile!r}")
         check_numbers(self)   # every float finite, every number inside its range (limits.RANGES)
 
     def to_json(self) -> str:

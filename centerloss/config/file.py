@@ -90,12 +90,16 @@ def _value(name: str, key: str, value: object, source: str) -> object:
         "true or false" if "bool" in kind else "a string"
     if name == "keep_checkpoints":
         wanted = "last, all or a number of epochs"
+    if name == "compile":
+        wanted = "true, false or blocks"
     ok = True
     if value is None:
         ok = "None" in kind
     elif name == "keep_checkpoints":
         ok = isinstance(value, (str, int)) and not isinstance(value, bool)
         value = str(value)
+    elif name == "compile":
+        ok = isinstance(value, bool) or value == "blocks"
     elif "bool" in kind:
         ok = isinstance(value, bool)
     elif "float" in kind:

@@ -15,6 +15,7 @@ from torch import nn
 
 from centerloss.device import isa_warmup
 from centerloss.errors import CompileError
+from centerloss.model import blocks as model_blocks
 
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -72,15 +73,21 @@ def check_compile(device: torch.device) -> None:
 
 
 def compiled_forward(model: nn.Module, batch_size: int, device: torch.device,
-                     on_compiled: Callable[[], None] | None = None) -> Forward:
+                     on_compiled: Callable[[], None] | None = None, blocks: bool = False) -> Forward:
     """model's forward compiled for full training batches; on_compiled is called once, after the
-    first compiled call returns (the compile done).
+    first compiled call returns (the compile done). With blocks, only each BatchNorm and the
+    activation after it are compiled, one small graph per shape (model/blocks.py): most of the
+    gain for about half the compile.
 
     Any other batch size (an epoch's last, partial batch) runs the eager model: compiling for a
     second shape would cost as much as the first compile (minutes on a CPU) for one batch an epoch.
     The compiled and the eager model share their parameters, and the caller keeps saving `model`,
     so checkpoints hold the usual parameter names."""
     check_compile(device)
+    if blocks and not model_blocks.count(model):
+        raise CompileError(f"compile: blocks compiles each BatchNorm with the activation after it, "
+                           f"and {type(model).__name__} has no such pair in a Sequential; compile "
+                           f"the whole model (--compile) instead")
     # inductor's C++ builder logs that a CUDA build of torch finds no CUDA runtime on a CPU-only
     # machine: a notice about torch's build, not about the run, and nothing a user can act on
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -88,7 +95,12 @@ def compiled_forward(model: nn.Module, batch_size: int, device: torch.device,
     # backward that share inputs: 10% off a LeNets++ step on the AMX Xeon (docs/performance.md).
     # Not measured on a GPU, so left to inductor's defaults there.
     options = {"aggressive_fusion": True} if device.type == "cpu" else None
-    fast = torch.compile(model, dynamic=False, options=options)
+    if blocks:
+        # every block shares NormAct.forward's code, so blocks of the same shape share one graph
+        fast = model_blocks.with_blocks(
+            model, lambda block: torch.compile(block, dynamic=False, options=options))
+    else:
+        fast = torch.compile(model, dynamic=False, options=options)
     # inductor's checks of the CPU's vector instruction sets, ahead, while the first call traces
     warmup = isa_warmup.start() if device.type == "cpu" else None
 

@@ -26,12 +26,13 @@ MODEL_CODE = Path(__file__).resolve().parent.parent / "model"   # the code that 
 
 
 def graph_key(model: nn.Module, batch_size: int, input_shape: Sequence[int], runtime: Runtime,
-              world: int = 1) -> str:
-    """A name for the graphs torch.compile makes of model at this batch (per process)."""
+              world: int = 1, blocks: bool = False) -> str:
+    """A name for the graphs torch.compile makes of model at this batch (per process), compiled
+    whole or in blocks (model/blocks.py)."""
     h = hashlib.sha256()
     for part in (torch.__version__, centerloss.__version__, repr(model), batch_size,
                  tuple(input_shape), runtime.device.type, runtime.precision,
-                 torch.get_num_threads(), world):
+                 torch.get_num_threads(), world, *(["blocks"] if blocks else [])):
         h.update(f"{part}\n".encode())
     for source in sorted(MODEL_CODE.glob("*.py")):
         h.update(source.read_bytes())

@@ -25,6 +25,7 @@ from centerloss.device import accel, compile_cache, compile_rule, cpu, distribut
 from centerloss.device.runtime import Runtime
 from centerloss.errors import Interrupted, TrainError
 from centerloss.evaluation.evaluate import evaluate_epoch, retrieval_due
+from centerloss.model import blocks as blocks_mod
 from centerloss.model.center_loss import CenterLoss
 from centerloss.model.heads import Loss, softmax_loss, training_loss
 from centerloss.model.nets import build_model_for, place
@@ -141,15 +142,17 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: Dataset | None, overw
     # torch.compile as --compile/--no-compile say, else where it pays for the images left to train
     epochs = epochs_for(cfg, batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world))
     left = (epochs - (state.progress.epoch if state else 1) + 1) * len(ds.train) // ctx.world
-    graph = functools.cache(lambda: compile_cache.graph_key(
-        net, cfg.batch_size // ctx.world, ds.input_shape, runtime, ctx.world))
+    graph = functools.cache(lambda blocks: compile_cache.graph_key(
+        net, cfg.batch_size // ctx.world, ds.input_shape, runtime, ctx.world, blocks))
     choice = compile_rule.decide(cfg.compile, runtime, cfg.model, left,
-                                 cached=lambda: compile_cache.holds(graph()))
+                                 cached=lambda blocks: compile_cache.holds(graph(blocks)),
+                                 blocks_ok=ctx.world == 1 and blocks_mod.count(net) > 0)
     runtime = dataclasses.replace(runtime, compile_note=choice.note)
     if choice.on:
         try:   # compiled for the full shard of a batch; other sizes run eager
-            forward = accel.compiled_forward(net, cfg.batch_size // ctx.world, device,
-                                             on_compiled=lambda: compile_cache.remember(graph()))
+            forward = accel.compiled_forward(
+                net, cfg.batch_size // ctx.world, device, blocks=choice.blocks,
+                on_compiled=lambda: compile_cache.remember(graph(choice.blocks)))
         except accel.CompileError as e:
             raise TrainError(str(e)) from e
     batches = batch_mod.batches_per_epoch(len(ds.train), cfg.batch_size, ctx.world)
@@ -167,7 +170,7 @@ def _train(cfg: Config, out: Path, cb: Callbacks, dataset: Dataset | None, overw
         runfolder.clear_run(out)
     if ctx.is_main:
         ruled = cfg.compile is None         # config.yaml holds what the compile rule chose
-        configfile.write_run_config(out, dataclasses.replace(cfg, compile=choice.on) if ruled
+        configfile.write_run_config(out, dataclasses.replace(cfg, compile=choice.value) if ruled
                                     else cfg, chosen, choice.why if ruled else "")
 
     def save_state(progress: EpochProgress) -> Path:

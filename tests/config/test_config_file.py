@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from centerloss.config import file as config_file, recipe
 from centerloss.config.config import Config
-from centerloss.errors import ConfigError
+from centerloss.errors import ConfigError, OptionError
 from centerloss.store import runfolder
 from centerloss.store.configfile import read_config
 from cli.main import app
@@ -44,6 +44,19 @@ def test_dump_reads_back_as_the_same_config():
         assert Config(**config_file.parse(text, "dumped")).keep_checkpoints == keep
 
 
+def test_compile_takes_true_false_or_blocks(tmp_path):
+    for text, value in (("compile: blocks\n", "blocks"), ("compile: true\n", True),
+                        ("compile: false\n", False), ("compile: null\n", None)):
+        assert read_config(write(tmp_path, text)).get("compile", None) == value
+    cfg = Config(compile="blocks")
+    assert Config(**config_file.parse(config_file.dump(cfg), "dumped")) == cfg
+    assert Config.from_json(cfg.to_json()).compile == "blocks"      # a checkpoint's metadata
+    with pytest.raises(OptionError, match="^compile must be true, false or blocks, got 'all'$"):
+        Config(compile="all").validate()
+    with pytest.raises(OptionError, match="got 1$"):
+        Config(compile=1).validate()        # JSON metadata holding a number is not true
+
+
 def test_dump_says_what_the_default_rules_chose():
     text = config_file.dump(Config(epochs=22), epochs_chosen=True)
     assert "epochs: 22  # chosen by the default rule" in text
@@ -61,6 +74,7 @@ BAD = [
     ("out of range", "alpha: 2\n", "key 'alpha': --alpha must be in (0, 1]", None),
     ("bad choice", "model: vgg\n", "key 'model': unknown model 'vgg'; choose one of:", None),
     ("bad keep", "keep_checkpoints: none\n", "key 'keep_checkpoints': --keep-checkpoints must be", None),
+    ("bad compile", "compile: whole\n", "key 'compile' must be true, false or blocks, got string 'whole'", None),
     ("twice", "batch_size: 8\nbatch-size: 16\n", "'batch_size' and 'batch-size' set the same option", None),
     ("empty out", "out: ''\n", "key 'out' is empty; give the run folder", None),
     ("command line only", "resume: true\n", "key 'resume': --resume is given on the command line only", None),

@@ -7,7 +7,8 @@ from support.data import make_dataset
 from typer.testing import CliRunner
 
 from centerloss.device import accel, compile_rule
-from centerloss.device.compile_rule import CACHED_COMPILE_SECONDS, COMPILE_SECONDS, decide
+from centerloss.device.compile_rule import (BLOCKS_COMPILE_SECONDS, BLOCKS_SAVED_SHARE,
+                                            CACHED_COMPILE_SECONDS, COMPILE_SECONDS, decide)
 from centerloss.device.runtime import Runtime
 from cli.main import app
 
@@ -27,28 +28,64 @@ def test_the_flag_wins_either_way():
 
 
 def test_a_long_lenetspp_run_in_bf16_on_amx_compiles_and_a_short_one_does_not(native):
-    # break-even: images / (rate x threads) x saved share = compile seconds
+    # break-even of the whole compile alone: images / (rate x threads) x saved share = its seconds
     rate = compile_rule.EAGER_IMAGES_PER_S_PER_THREAD["lenetspp"] * 2
     even = COMPILE_SECONDS * rate / compile_rule.SAVED_SHARE["lenetspp"]
-    long, short = decide(None, CPU_BF16, "lenetspp", int(even * 1.1), **AMX), \
-        decide(None, CPU_BF16, "lenetspp", int(even * 0.9), **AMX)
+    long, short = decide(None, CPU_BF16, "lenetspp", int(even * 1.1), **AMX, blocks_ok=False), \
+        decide(None, CPU_BF16, "lenetspp", int(even * 0.9), **AMX, blocks_ok=False)
     assert long.on and re.fullmatch(r"compiled \(auto: saves ~\d+ s over [\d,]+ images, compiling "
                                     r"takes ~30 s\)", long.note)
     assert not short.on and short.note.startswith("eager (auto: would save ~")
+    assert "in blocks" not in short.note            # not offered: not a choice for this run
     assert decide(None, CPU_BF16, "lenetspp", 12 * 60000, **AMX).on        # the default MNIST run
     assert not decide(None, CPU_BF16, "lenetspp", 60000, **AMX).on         # one epoch: not repaid
+
+
+def test_the_rule_takes_the_shortest_of_eager_blocks_and_whole(native):
+    """Eager below the blocks' break-even, in blocks between it and where the whole compile's
+    larger saving repays its longer compile, whole beyond."""
+    rate = compile_rule.EAGER_IMAGES_PER_S_PER_THREAD["lenetspp"] * 2
+    share, blocks_share = compile_rule.SAVED_SHARE["lenetspp"], BLOCKS_SAVED_SHARE["lenetspp"]
+    to_blocks = BLOCKS_COMPILE_SECONDS * rate / blocks_share
+    to_whole = (COMPILE_SECONDS - BLOCKS_COMPILE_SECONDS) * rate / (share - blocks_share)
+    assert to_blocks * 1.1 < to_whole * 0.9
+    for images, expected in ((to_blocks * 0.9, "eager"), (to_blocks * 1.1, "blocks"),
+                             (to_whole * 0.9, "blocks"), (to_whole * 1.1, True)):
+        choice = decide(None, CPU_BF16, "lenetspp", int(images), **AMX)
+        assert choice.value == (expected if expected != "eager" else False), (images, choice)
+    two_epochs = decide(None, CPU_BF16, "lenetspp", 2 * 60000, **AMX)
+    assert two_epochs.value == "blocks" and re.fullmatch(
+        r"compiled in blocks \(auto: saves ~\d+ s over 120,000 images, compiling its BatchNorm \+ "
+        r"PReLU blocks takes ~18 s; the whole model would save ~\d+ s after ~30 s\)",
+        two_epochs.note), two_epochs.note
+    one_epoch = decide(None, CPU_BF16, "lenetspp", 60000, **AMX)
+    assert re.fullmatch(r"eager \(auto: would save ~\d+ s over 60,000 images, less than the ~30 s "
+                        r"compiling takes \(~\d+ s in blocks, less than their ~18 s\)\)",
+                        one_epoch.note), one_epoch.note
+    # under DistributedDataParallel (blocks_ok False) the same run compiles whole
+    assert decide(None, CPU_BF16, "lenetspp", 2 * 60000, **AMX, blocks_ok=False).value is True
+
+
+def test_compile_blocks_in_a_config_forces_them():
+    choice = decide("blocks", Runtime(torch.device("cpu"), "fp32"), "seed", 10)
+    assert choice.on and choice.blocks and choice.value == "blocks"
+    assert choice.note == "compiled in blocks (compile: blocks)"
+    assert decide(False, CPU_BF16, "lenetspp", 10 ** 9, **AMX).value is False
 
 
 def test_a_model_in_inductors_cache_compiles_for_a_shorter_run(native):
     asked = []
 
-    def cached():
-        asked.append(1)
-        return True
+    def cached(blocks):
+        asked.append(blocks)
+        return not blocks
     one_epoch = decide(None, CPU_BF16, "lenetspp", 60000, **AMX, cached=cached)
-    assert one_epoch.on and asked == [1]
+    assert one_epoch.on and not one_epoch.blocks and asked == [False]
     assert one_epoch.note.endswith("compiling takes ~3 s, inductor's cache holds this model)")
-    assert not decide(None, CPU_BF16, "lenetspp", 60000, **AMX, cached=lambda: False).on
+    assert not decide(None, CPU_BF16, "lenetspp", 60000, **AMX, cached=lambda blocks: False).on
+    # the blocks in the cache: one epoch compiles them
+    in_blocks = decide(None, CPU_BF16, "lenetspp", 60000, **AMX, cached=lambda blocks: blocks)
+    assert in_blocks.value == "blocks" and "takes ~3 s, inductor's cache holds them;" in in_blocks.note
     # below what even a cached compile costs, the cache is not asked (it imports inductor)
     rate = compile_rule.EAGER_IMAGES_PER_S_PER_THREAD["lenetspp"] * 2
     tiny = int(CACHED_COMPILE_SECONDS * rate / compile_rule.SAVED_SHARE["lenetspp"] * 0.9)
@@ -126,3 +163,30 @@ def test_the_compiled_pooling_shares_a_tie_and_keeps_the_gradient():
     assert compiled.tolist() == [[1., 1., 0., 0.], [0., 0., 3., 0.]]
     unbatched = torch.randn(3, 5, 6)           # (C, H, W): ATen's pooling, compiled or not
     assert torch.equal(torch.compile(pool, dynamic=False)(unbatched), pool(unbatched))
+
+
+@pytest.mark.skipif(not compile_rule.has_cpp_compiler(), reason="inductor needs a C++ compiler")
+def test_the_compiled_blocks_compute_what_the_eager_model_does():
+    """compile: blocks as training compiles them (inductor, each BatchNorm + PReLU alone): the
+    same outputs, gradients and running statistics as eager, within bf16's rounding."""
+    from centerloss.model.nets import MaxPool2d, _conv
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*_conv(1, 8, 5), *_conv(8, 8, 5), MaxPool2d())
+    net = net.to(memory_format=torch.channels_last)
+    x = torch.randn(16, 1, 12, 12).contiguous(memory_format=torch.channels_last)
+    runtime = Runtime(torch.device("cpu"), "bf16")
+    fast = accel.compiled_forward(net, 16, torch.device("cpu"), blocks=True)
+    results = []
+    for model in (net, fast):
+        for p in net.parameters():
+            p.grad = None
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+        with runtime.autocast():
+            out = model(x)
+        out.float().square().mean().backward()
+        results.append([out.detach().float(), net[1].running_var.clone()]
+                       + [p.grad.clone() for p in net.parameters()])
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=0.05, atol=0.02)
