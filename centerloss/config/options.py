@@ -75,8 +75,9 @@ TABLE = [
     Option("--precision", "precision", "auto (bf16 where native), fp32 or bf16.",
            choices=PRECISIONS, noun="precision"),
     Option("--compile", "compile", "torch.compile the model [default: where it pays: LeNets++ in bf16 "
-           "on a CPU with AMX, for a run long enough to repay the ~30 s of compiling; the "
-           "start line says which].", toggle=True),
+           "on a CPU with AMX, for a run long enough to repay the ~30 s of compiling, or only its "
+           "BatchNorm + PReLU blocks (~18 s) for runs of two or three epochs; the start line says "
+           "which].", toggle=True),
     # the run folder and what reads it
     Option("--out", "out", "Run folder for weights, snapshots and history.", default="params"),
     Option("--run", "run", "Run folder to read.", default="params"),
