@@ -10,7 +10,9 @@ inductor's precompiled header lives outside the cache folder (/tmp/torchinductor
 not emptied: a machine's very first compile takes ~6 s more than any figure printed here. Run
 from the repository root:
 
-    PYTHONPATH=. python bench/compile_time.py --data-dir DIR --rounds 3
+    PYTHONPATH=. python bench/compile_time.py --data-dir DIR --rounds 3 [--blocks]
+
+--blocks times the compile of the BatchNorm + activation blocks alone (compile: blocks).
 """
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ def one(args: argparse.Namespace) -> None:
     batches = cl_batches(ds, cfg)
     start = time.perf_counter()     # the set-up a compiled run adds counts: the optimizer's too
     model, center_loss, optimizer = new_net(cfg, ds, device, channels_last=True)
-    step = Step(accel.compiled_forward(model, cfg.batch_size, device), center_loss, optimizer,
+    forward = accel.compiled_forward(model, cfg.batch_size, device, blocks=args.blocks)
+    step = Step(forward, center_loss, optimizer,
                 Runtime(device, args.precision), cfg.lam, cfg.grad_clip, training_loss(model))
     losses, seconds = [], []
     for i in range(3):
@@ -69,7 +72,8 @@ def one(args: argparse.Namespace) -> None:
 def timed(args: argparse.Namespace, cache: str, child: bool) -> float:
     command = [sys.executable, __file__, "--one", "--data-dir", args.data_dir, "--dataset",
                args.dataset, "--model", args.model, "--batch-size", str(args.batch_size),
-               "--precision", args.precision, *([] if child else ["--no-child"])]
+               "--precision", args.precision, *([] if child else ["--no-child"]),
+               *(["--blocks"] if args.blocks else [])]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT),
                                "TORCHINDUCTOR_CACHE_DIR": cache})
@@ -91,13 +95,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--blocks", action="store_true",
+                   help="compile only the BatchNorm + activation blocks (compile: blocks)")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         return one(args)
     from centerloss.device import cpu, speed
-    print(f"{args.model}, {args.precision}, batch {args.batch_size}; CPU {cpu.summary()}\n"
+    print(f"{args.model}{', in blocks' if args.blocks else ''}, {args.precision}, batch "
+          f"{args.batch_size}; CPU {cpu.summary()}\n"
           f"  load average before: {speed.load_average()}", flush=True)
     results: dict[str, list[float]] = {"with the child": [], "without": []}
     with tempfile.TemporaryDirectory() as tmp:
