@@ -162,11 +162,12 @@ def test_compile_bench_times_a_healthy_first_step_and_refuses_a_loss_that_is_not
 
     def nan_run(command, **kw):
         assert kw["env"]["TORCHINDUCTOR_CACHE_DIR"] == "CACHE" and "--no-child" in command
+        assert "--blocks" in command        # the compile the caller asked to time
         return subprocess.CompletedProcess(command, 0, '{"first_step_s": 30.0, "next_steps_s": '
                                                        '[0.1, 0.1], "losses": [2.3, NaN, 2.2]}', "")
     monkeypatch.setattr(bench.subprocess, "run", nan_run)
     args = bench.argparse.Namespace(data_dir="", dataset="mnist", model="lenetspp", batch_size=128,
-                                    precision="bf16")
+                                    precision="bf16", blocks=True)
     with pytest.raises(SystemExit) as stop:
         bench.timed(args, "CACHE", child=False)
     assert str(stop.value.code).startswith("error: a compile run's loss is not finite")
