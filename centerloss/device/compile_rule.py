@@ -39,7 +39,9 @@ CACHED_COMPILE_SECONDS = 3.0
 EAGER_IMAGES_PER_S_PER_THREAD = {"lenetspp": 544.0}   # bf16, AMX: 1,087 on 2 threads
 SAVED_SHARE = {"lenetspp": 0.35}
 # Compiled in blocks (model/blocks.py: each BatchNorm + PReLU, three graphs), the same machine,
-# 2026-12-07: the first step 16.2-19.1 s with an empty inductor cache; a step at batch 128 88.7-
+# 2026-12-07: the first step 16.2-19.1 s with an empty inductor cache (bench/compile_time.py
+# --blocks, set-up included: 18.7-21.6 s, against 37.5-39.0 s whole in the same slower state of
+# the machine, where the whole compile usually takes 30.5 s); a step at batch 128 88.7-
 # 90.8 ms against 127.6 eager and 85.5 whole in one state of the machine, and in bench.py's
 # alternating rounds 3.49x the classic pipeline against 2.54x eager and 3.75x whole: a step saves
 # 84-90% of what the whole compile saves.
