@@ -121,5 +121,5 @@ def decide(flag: bool | str | None, runtime: Runtime, model: str, images: int,
                                    f"{COMPILE_SECONDS:.0f} s", blocks=True)
     return CompileChoice(False, f"auto: would save ~{_seconds(saved)} s {over}, less than the "
                                 f"~{COMPILE_SECONDS:.0f} s compiling takes"
-                                + (f" (~{_seconds(in_blocks)} s in blocks, less than their ~"
-                                   f"{blocks_cost:.0f} s)" if in_blocks else ""))
+                                + (f"; ~{_seconds(in_blocks)} s in blocks, less than their ~"
+                                   f"{blocks_cost:.0f} s" if in_blocks else ""))
