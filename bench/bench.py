@@ -64,6 +64,16 @@ from centerloss.train.loop import Step, TrainError, make_optimizer, train_step
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def step_options(p: argparse.ArgumentParser) -> None:
+    """The options of the scripts that time cl's training step alone (compile_time.py,
+    profile_step.py): the data, the net, its batch and its precision."""
+    p.add_argument("--data-dir", default="")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--model", default="lenetspp")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Images/s of cl's pipeline against torchvision's "
                                 "DataLoader pipeline, and seconds to a test accuracy.")

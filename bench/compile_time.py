@@ -28,23 +28,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# the net, batches and options bench.py times; importing it prepares the CPU as `cl` does
+# (cpu.prepare) before torch loads OpenMP
+from bench.bench import cl_batches, new_net, step_options
+from centerloss.config.config import Config
+from centerloss.config.recipe import Schedule
+from centerloss.data import batches as batch_mod, idx as idx_mod
+from centerloss.device import accel, cpu, isa_warmup, speed
+from centerloss.device.runtime import Runtime
+from centerloss.model.heads import training_loss
+from centerloss.train.loop import Step, train_step
 
 
 def one(args: argparse.Namespace) -> None:
     """In a fresh process: build, compile on the first step, print one JSON line."""
-    from centerloss.device import cpu
-    cpu.prepare()   # as `cl` does, before torch loads OpenMP
-    sys.path.insert(0, str(ROOT))
-    import torch
-
-    from bench.bench import cl_batches, new_net  # the net and batches bench.py times
-    from centerloss.config.config import Config
-    from centerloss.config.recipe import Schedule
-    from centerloss.data import batches as batch_mod, idx as idx_mod
-    from centerloss.device import accel, isa_warmup
-    from centerloss.device.runtime import Runtime
-    from centerloss.model.heads import training_loss
-    from centerloss.train.loop import Step, train_step
+    import torch  # loaded by bench.bench already, after it prepared the CPU
 
     if args.no_child:
         isa_warmup.start = lambda: None
@@ -89,11 +88,7 @@ def timed(args: argparse.Namespace, cache: str, child: bool) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Seconds of cl's first compiled step, cold and warm.")
-    p.add_argument("--data-dir", default="")
-    p.add_argument("--dataset", default="mnist")
-    p.add_argument("--model", default="lenetspp")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    step_options(p)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--blocks", action="store_true",
                    help="compile only the BatchNorm + activation blocks (compile: blocks)")
@@ -102,7 +97,6 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.one:
         return one(args)
-    from centerloss.device import cpu, speed
     print(f"{args.model}{', in blocks' if args.blocks else ''}, {args.precision}, batch "
           f"{args.batch_size}; CPU {cpu.summary()}\n"
           f"  load average before: {speed.load_average()}", flush=True)

@@ -25,7 +25,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.bench import cl_batches, new_net  # the net and batches bench.py times
+from bench.bench import cl_batches, new_net, step_options  # the net and batches bench.py times
 from centerloss.config.config import Config
 from centerloss.config.recipe import Schedule
 from centerloss.data import batches as batch_mod, idx as idx_mod
@@ -51,11 +51,7 @@ def kind_of(name: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="torch.profiler over cl's training step.")
-    p.add_argument("--data-dir", default="")
-    p.add_argument("--dataset", default="mnist")
-    p.add_argument("--model", default="lenetspp")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    step_options(p)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--rows", type=int, default=15, help="rows of torch.profiler's table")
