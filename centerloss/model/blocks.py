@@ -33,10 +33,18 @@ def _pair(a: nn.Module, b: nn.Module) -> bool:
     return isinstance(a, nn.BatchNorm2d) and isinstance(b, ACTIVATIONS)
 
 
+def adjacent(model: nn.Module, test: Callable[[nn.Module, nn.Module], bool]
+             ) -> list[tuple[nn.Sequential, int]]:
+    """(seq, i) for each two modules seq[i], seq[i + 1] next to each other in one of model's
+    Sequentials for which test holds: the pairs this module compiles as blocks, and those
+    fold.py folds."""
+    return [(seq, i) for seq in model.modules() if isinstance(seq, nn.Sequential)
+            for i in range(len(seq) - 1) if test(seq[i], seq[i + 1])]
+
+
 def count(model: nn.Module) -> int:
     """How many BatchNorm2d + activation pairs follow each other directly in model's Sequentials."""
-    return sum(_pair(seq[i], seq[i + 1]) for seq in model.modules() if isinstance(seq, nn.Sequential)
-               for i in range(len(seq) - 1))
+    return len(adjacent(model, _pair))
 
 
 def with_blocks(model: nn.Module, wrap: Callable[[NormAct], nn.Module]) -> nn.Module:

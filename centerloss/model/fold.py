@@ -11,6 +11,8 @@ import copy
 import torch
 from torch import nn
 
+from centerloss.model.blocks import adjacent
+
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A copy of conv that computes bn(conv(x)) with bn in eval mode."""
@@ -42,14 +44,10 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     nn.Sequential folded into one Conv2d: a copy, or model itself where there is nothing to fold
     (ResNet-18's blocks call their layers by name, not in a Sequential, and stay as they are).
     The copy shares nothing with model that training could change."""
-    if not any(foldable(seq[i], seq[i + 1]) for seq in model.modules()
-               if isinstance(seq, nn.Sequential) for i in range(len(seq) - 1)):
+    if not adjacent(model, foldable):
         return model.eval()
     folded = copy.deepcopy(model).eval()
-    for seq in folded.modules():
-        if isinstance(seq, nn.Sequential):
-            for i in range(len(seq) - 1):
-                if foldable(seq[i], seq[i + 1]):
-                    seq[i] = _fold(seq[i], seq[i + 1])
-                    seq[i + 1] = nn.Identity()
+    for seq, i in adjacent(folded, foldable):   # a BatchNorm is never a conv: no two pairs overlap
+        seq[i] = _fold(seq[i], seq[i + 1])
+        seq[i + 1] = nn.Identity()
     return folded
