@@ -14,6 +14,7 @@ whole test split. Run from the repository root, for example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import sys
@@ -110,26 +111,28 @@ def main(argv: list[str] | None = None) -> None:
               f"{'guard':>5} {'status':<9} {'seconds':>8}")
     print(header)
     datasets: dict[tuple, Dataset] = {}
-    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="cl-sweep-"))
-    for k, cell in enumerate(grid):
-        cfg = Config(**cell)
-        label = labels[k]
-        key = (cfg.dataset, cfg.data_dir, cfg.device, cfg.seed)
-        if key not in datasets:
-            datasets[key] = subset(dataset_for(cfg, resolve_device(cfg.device)), args.subset, cfg.seed)
-        start = time.perf_counter()
-        try:
-            history = train(cfg, root / f"cell{k:03d}", dataset=datasets[key])
-            last = history[-1]
-            guard = sum(len(r.get("guard", [])) for r in history)
-            row = (f"{len(history):>6} {100 * last['test_accuracy']:6.2f}% "
-                   f"{100 * last['nearest_center_accuracy']:6.2f}% "
-                   f"{last['compactness']:8.3f} {guard:>5} {'ok':<9}")
-        except TrainError as e:
-            status = "diverged" if isinstance(e, DivergenceError) or "non-finite" in str(e) else "error"
-            row = f"{'-':>6} {'-':>7} {'-':>7} {'-':>8} {'-':>5} {status:<9}"
-            print(f"  {label}: {e}", file=sys.stderr)
-        print(f"{label:<{width}} {peak_lr(cfg):7.4f} {row} {time.perf_counter() - start:8.1f}", flush=True)
+    with contextlib.ExitStack() as stack:   # the throwaway runs go when the sweep ends, however it ends
+        root = Path(args.keep) if args.keep else Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="cl-sweep-")))
+        for k, cell in enumerate(grid):
+            cfg = Config(**cell)
+            label = labels[k]
+            key = (cfg.dataset, cfg.data_dir, cfg.device, cfg.seed)
+            if key not in datasets:
+                datasets[key] = subset(dataset_for(cfg, resolve_device(cfg.device)), args.subset, cfg.seed)
+            start = time.perf_counter()
+            try:
+                history = train(cfg, root / f"cell{k:03d}", dataset=datasets[key])
+                last = history[-1]
+                guard = sum(len(r.get("guard", [])) for r in history)
+                row = (f"{len(history):>6} {100 * last['test_accuracy']:6.2f}% "
+                       f"{100 * last['nearest_center_accuracy']:6.2f}% "
+                       f"{last['compactness']:8.3f} {guard:>5} {'ok':<9}")
+            except TrainError as e:
+                status = "diverged" if isinstance(e, DivergenceError) or "non-finite" in str(e) else "error"
+                row = f"{'-':>6} {'-':>7} {'-':>7} {'-':>8} {'-':>5} {status:<9}"
+                print(f"  {label}: {e}", file=sys.stderr)
+            print(f"{label:<{width}} {peak_lr(cfg):7.4f} {row} {time.perf_counter() - start:8.1f}", flush=True)
 
 
 if __name__ == "__main__":

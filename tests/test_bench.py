@@ -2,6 +2,7 @@
 import importlib.util
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,10 @@ def test_busy_bench_prints_quiet_and_busy_side_by_side(tmp_path, capsys):
     assert abs(float(row[3]) - busy_rate / quiet) < 0.01 + 2 / quiet * busy_rate / quiet
 
 
-def test_sweep_prints_a_row_per_cell_and_names_a_diverged_one(tmp_path, capsys):
+def test_sweep_prints_a_row_per_cell_and_names_a_diverged_one(tmp_path, capsys, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))   # where the sweep's throwaway runs go
     spec = importlib.util.spec_from_file_location("sweep_script", BENCH.parent / "sweep.py")
     sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sweep)
@@ -113,6 +117,7 @@ def test_sweep_prints_a_row_per_cell_and_names_a_diverged_one(tmp_path, capsys):
     sweep.main(base + ["--set", "lr=1000", "--set", "grad_clip=0", "--set", "batch_size=20"])
     rows = row.findall(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0][6] == "diverged"
+    assert list(scratch.glob("cl-sweep-*")) == []    # without --keep, the runs' folders are removed
 
 
 def test_whole_command_bench_refuses_a_run_whose_loss_is_not_finite(monkeypatch):
