@@ -13,25 +13,59 @@ from centerloss.config import Config
 from centerloss.model.heads import build_head
 
 
+def _slopes(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """PReLU's slopes in x's dtype, one per channel on dimension 1 (or one for all)."""
+    a = weight.to(x.dtype)
+    return a.view(1, -1, *([1] * (x.ndim - 2))) if a.numel() > 1 else a
+
+
+class _LerpPReLU(torch.autograd.Function):
+    """relu(x) + a * min(x, 0) for bf16 training on the CPU. Forward, lerp(relu(x), x, a): two
+    passes over the activations where relu(x) - a * relu(-x) takes five. Backward, four passes
+    where autograd's own for the lerp took seven: g where x > 0 (threshold_backward), then
+    lerp(that, g, a), which is g there and a * g elsewhere: ATen's PReLU gradient bit for bit; the
+    slopes' gradient, the sum of g * min(x, 0) over all but the channels, is BatchNorm's backward
+    reduction with mean 0 and a standard deviation of 1, one pass accumulating in fp32 (autograd's
+    summed bf16 products, within 3-7% of the exact sum, where this is within bf16's rounding). It
+    saves only x, where autograd saved relu(x) too. Forward and backward of one PReLU, batch 256,
+    channels_last: 18.1 -> 10.8 ms at 32 x 28 x 28, 7.3 -> 4.7 at 64 x 14 x 14, 3.0 -> 2.4 at
+    128 x 7 x 7 (docs/performance.md)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.lerp(F.relu(x), x, _slopes(weight, x))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, weight = ctx.saved_tensors
+        gx = torch.lerp(torch.ops.aten.threshold_backward(g, x, 0), g, _slopes(weight, x))
+        gw = None
+        if ctx.needs_input_grad[1]:
+            ones = torch.ones(x.shape[1], dtype=torch.float32, device=x.device)
+            _, gw, _ = torch.ops.aten.native_batch_norm_backward(
+                g, x.clamp_max(0), ones, None, None, torch.zeros_like(ones), ones, True, 0.0,
+                [False, True, False])
+            gw = (gw if weight.numel() > 1 else gw.sum()).view_as(weight).to(weight.dtype)
+        return gx, gw
+
+
 class PReLU(nn.PReLU):
     """nn.PReLU (same parameter, same checkpoints) whose bf16 training pass on the CPU is built
-    from other ATen ops, the same values: ATen's PReLU backward on bf16 channels_last CPU tensors
-    is several times slower (docs/performance.md). Eager, it is lerp(relu(x), x, a) = relu(x) +
-    a * min(x, 0): two passes forward where relu(x) - a * relu(-x) takes five, and a third less
-    time forward and backward (12.3 -> 8.1 ms for 32 channels at 28 x 28, batch 128). Compiled,
-    it stays relu(x) - a * relu(-x), the form inductor's fused kernels were measured with.
-    Without gradients ATen's forward is the fastest, and in fp32 the composites gain nothing, so
-    those use ATen."""
+    from other ATen ops: ATen's PReLU backward on bf16 channels_last CPU tensors is several times
+    slower (docs/performance.md). Eager, it is _LerpPReLU. Compiled, it stays relu(x) - a *
+    relu(-x), the form inductor's fused kernels were measured with. Without gradients ATen's
+    forward is the fastest, and in fp32 the composites gain nothing, so those use ATen."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (x.dtype == torch.bfloat16 and x.device.type == "cpu" and torch.is_grad_enabled()):
+        if not (x.dtype == torch.bfloat16 and x.device.type == "cpu" and torch.is_grad_enabled()
+                and x.ndim >= 2):
             return super().forward(x)
-        a = self.weight.to(x.dtype)
-        if a.numel() > 1:                        # one slope per channel, on dimension 1
-            a = a.view(1, -1, *([1] * (x.ndim - 2)))
         if torch.compiler.is_compiling():
+            a = _slopes(self.weight, x)
             return F.relu(x) - a * F.relu(-x)
-        return torch.lerp(F.relu(x), x, a)
+        return _LerpPReLU.apply(x, self.weight)
 
 
 class Conv2d(nn.Conv2d):
