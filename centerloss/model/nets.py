@@ -19,22 +19,21 @@ def _slopes(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return a.view(1, -1, *([1] * (x.ndim - 2))) if a.numel() > 1 else a
 
 
-class _LerpPReLU(torch.autograd.Function):
-    """relu(x) + a * min(x, 0) for bf16 training on the CPU. Forward, lerp(relu(x), x, a): two
-    passes over the activations where relu(x) - a * relu(-x) takes five. Backward, four passes
-    where autograd's own for the lerp took seven: g where x > 0 (threshold_backward), then
-    lerp(that, g, a), which is g there and a * g elsewhere: ATen's PReLU gradient bit for bit; the
-    slopes' gradient, the sum of g * min(x, 0) over all but the channels, is BatchNorm's backward
-    reduction with mean 0 and a standard deviation of 1, one pass accumulating in fp32 (autograd's
-    summed bf16 products, within 3-7% of the exact sum, where this is within bf16's rounding). It
-    saves only x, where autograd saved relu(x) too. Forward and backward of one PReLU, batch 256,
-    channels_last: 18.1 -> 10.8 ms at 32 x 28 x 28, 7.3 -> 4.7 at 64 x 14 x 14, 3.0 -> 2.4 at
-    128 x 7 x 7 (docs/performance.md)."""
+class _PReLUFunction(torch.autograd.Function):
+    """nn.PReLU's training pass for bf16 on the CPU: ATen's forward, which is fast, and a backward
+    in four passes over the activations, where ATen's is several times slower on bf16
+    channels_last tensors: g where x > 0 (threshold_backward), then lerp(that, g, a), which is g
+    there and a * g elsewhere: ATen's input gradient bit for bit; the slopes' gradient, the sum of
+    g * min(x, 0) over all but the channels, is BatchNorm's backward reduction with mean 0 and a
+    standard deviation of 1, one pass accumulating in fp32 (within fp32's rounding of the exact
+    sum, where autograd's sum of bf16 products for the lerp form was 3-7% off). Forward and
+    backward of one PReLU, batch 256, channels_last: 18.1 ms as autograd's lerp(relu(x), x, a),
+    10.8 ms with this backward, at 32 x 28 x 28 (docs/performance.md)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        return torch.lerp(F.relu(x), x, _slopes(weight, x))
+        return F.prelu(x, weight.to(x.dtype))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -54,7 +53,7 @@ class _LerpPReLU(torch.autograd.Function):
 class PReLU(nn.PReLU):
     """nn.PReLU (same parameter, same checkpoints) whose bf16 training pass on the CPU is built
     from other ATen ops: ATen's PReLU backward on bf16 channels_last CPU tensors is several times
-    slower (docs/performance.md). Eager, it is _LerpPReLU. Compiled, it stays relu(x) - a *
+    slower (docs/performance.md). Eager, it is _PReLUFunction. Compiled, it stays relu(x) - a *
     relu(-x), the form inductor's fused kernels were measured with. Without gradients ATen's
     forward is the fastest, and in fp32 the composites gain nothing, so those use ATen."""
 
@@ -65,7 +64,7 @@ class PReLU(nn.PReLU):
         if torch.compiler.is_compiling():
             a = _slopes(self.weight, x)
             return F.relu(x) - a * F.relu(-x)
-        return _LerpPReLU.apply(x, self.weight)
+        return _PReLUFunction.apply(x, self.weight)
 
 
 class Conv2d(nn.Conv2d):
