@@ -93,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile cl's model")
     p.add_argument("--compile-blocks", action="store_true",
                    help="torch.compile only its BatchNorm + activation blocks (compile: blocks)")
+    p.add_argument("--no-compile", action="store_true",
+                   help="--to-accuracy's cl train eager, whatever its compile rule would choose")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for both [torch's default]")
     p.add_argument("--cl-threads", type=int, default=0,
                    help="CPU threads for cl's pipeline alone [as --threads], to time a thread setting")
@@ -335,6 +337,8 @@ def bench_to_accuracy(args, cfg: Config, root: str) -> None:
                cfg.precision, "--device", cfg.device, "--seed", str(cfg.seed)]
     if cfg.compile is True:
         command.append("--compile")
+    elif args.no_compile:
+        command.append("--no-compile")
     if cfg.lr is not None:
         command += ["--lr", str(cfg.lr)]
     command += ["--grad-clip", str(cfg.grad_clip)]

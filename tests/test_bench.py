@@ -52,6 +52,37 @@ def test_bench_prints_both_pipelines_their_ratio_and_time_to_accuracy(tmp_path, 
     assert reached and 0 < float(reached[2]) < float(reached[1])
 
 
+@pytest.mark.parametrize("flags, passed", [([], []), (["--compile"], ["--compile"]),
+                                            (["--no-compile"], ["--no-compile"]),
+                                            (["--compile-blocks"], ["--config"])])
+def test_time_to_accuracy_runs_cl_train_compiled_as_asked(tmp_path, capsys, monkeypatch, flags, passed):
+    bench = load_bench()
+    seen = {}
+
+    class FakeTrain:       # one epoch's JSON line, as `cl train --json` prints it
+        def __init__(self, command, **kwargs):
+            seen["command"] = command
+            config = command[command.index("--config") + 1] if "--config" in command else None
+            seen["config"] = Path(config).read_text() if config else None
+            self.stdout = iter(['{"epoch": 1, "test_accuracy": 0.5, "train_seconds": 1.0}\n'])
+            self.returncode = -9
+
+        def kill(self):
+            pass
+
+        def wait(self):
+            return self.returncode
+
+    monkeypatch.setattr(bench.subprocess, "Popen", FakeTrain)
+    args = bench.parse_args(["--to-accuracy", "0.4", *flags])
+    cfg = bench.Config(compile="blocks" if args.compile_blocks else args.compile)
+    bench.bench_to_accuracy(args, cfg, str(tmp_path))
+    command = seen["command"]
+    assert [f for f in ("--compile", "--no-compile", "--config") if f in command] == passed
+    assert seen["config"] == ("compile: blocks\n" if passed == ["--config"] else None)
+    assert "reached 40.00% test accuracy in epoch 1" in capsys.readouterr().out
+
+
 def test_bench_refuses_a_rate_when_a_timed_loss_is_not_finite(tmp_path, capsys):
     data = make_dataset(tmp_path, n_train=200, n_test=50)
     with pytest.raises(SystemExit) as stop:

@@ -28,25 +28,24 @@ from centerloss.device.accel import has_cpp_compiler
 from centerloss.device.runtime import Runtime, native_bf16
 
 # Measured on the 2-core Xeon with AMX (amx_tile, amx_bf16, avx512_bf16), torch 2.14.1, bf16,
-# batch 128, 2 threads, quiet (bench/bench.py, 2026-12-06/07, docs/performance.md): LeNets++
-# eager 1,187 images/s since PReLU's backward is its own autograd function (1,087 with autograd's
-# lerp, 1,025-1,067 before), compiled whole 1,646-1,689, after 30.9 s of compiling with an empty
-# inductor cache. Alternating in one process (2026-12-07), a step at batch 128 took 113.6 ms
-# eager, 77.2 compiled whole: a compiled step takes 68% of an eager one.
+# batch 128, 2 threads, quiet (docs/performance.md). Alternating in one process (cl's Step and
+# train_step, 2026-12-07, a bf16 ceiling of 2,017-2,308 GFLOP/s), a step took 100.8 ms eager
+# (1,270 images/s) since PReLU has its own autograd function (bench/bench.py: 1,309 images/s;
+# 1,087 before), 72.5 ms compiled whole, after ~30 s of compiling with an empty inductor cache:
+# a compiled step takes 72% of an eager one.
 COMPILE_SECONDS = 30.0
 # The same compile once inductor's cache holds the graphs (from an earlier run): the first
 # compiled step took 2.5 s instead of 38 (2026-12-07).
 CACHED_COMPILE_SECONDS = 3.0
-EAGER_IMAGES_PER_S_PER_THREAD = {"lenetspp": 594.0}   # bf16, AMX: 1,187 on 2 threads
-SAVED_SHARE = {"lenetspp": 0.32}
+EAGER_IMAGES_PER_S_PER_THREAD = {"lenetspp": 635.0}   # bf16, AMX: 1,270 on 2 threads
+SAVED_SHARE = {"lenetspp": 0.28}
 # Compiled in blocks (model/blocks.py: each BatchNorm + PReLU, three graphs), the same machine,
 # 2026-12-07: the first step 16.2-19.1 s with an empty inductor cache (bench/compile_time.py
 # --blocks, set-up included: 18.7-21.6 s, against 37.5-39.0 s whole in the same slower state of
-# the machine, where the whole compile usually takes 30.5 s); a step at batch 128 84.3 ms against
-# 113.6 eager and 77.2 whole, alternating in one process: a step saves 80% of what the whole
-# compile saves.
+# the machine, where the whole compile usually takes 30.5 s); a step at batch 128 79.9 ms in the
+# alternating rounds above: a step saves 74% of what the whole compile saves.
 BLOCKS_COMPILE_SECONDS = 18.0
-BLOCKS_SAVED_SHARE = {"lenetspp": 0.26}
+BLOCKS_SAVED_SHARE = {"lenetspp": 0.21}
 
 
 @dataclass(frozen=True)
