@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 import centerloss
@@ -44,6 +45,29 @@ def test_a_command_that_trains_still_imports_torch():
     # the probe itself can see torch: a bad flag of train is found after the core is imported
     result = run_cl("train", "--lambda", "-1")
     assert result.returncode == 2 and "loaded: ['torch'" in result.stderr, result.stderr
+
+
+def test_a_command_ends_without_the_interpreter_s_teardown_but_after_its_exit_handlers():
+    # tearing down an interpreter that loaded torch takes ~0.5 s: cl skips it once a command ran,
+    # yet runs every exit handler (the probe's "loaded:" line is one) and flushes its output
+    probe = PROBE.replace("from cli.main import main", "class Held:\n    def __del__(self):\n"
+                          "        print('finalized', file=sys.stderr)\n"
+                          "held = Held()\nfrom cli.main import main")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", probe, "train", "--print-config"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == runner.invoke(app, ["train", "--print-config"]).output   # all of it
+    assert yaml.safe_load(result.stdout)["lambda"] == 0.1
+    assert "loaded: ['torch'" in result.stderr and "finalized" not in result.stderr, result.stderr
+    # a usage error keeps its exit status
+    bad = subprocess.run([sys.executable, "-c", probe, "train", "--lambda", "-1"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "finalized" not in bad.stderr, bad.stderr
+    # without a command (no torch) the interpreter ends as usual
+    plain = subprocess.run([sys.executable, "-c", probe, "--version"], capture_output=True,
+                           text=True, env=env, timeout=60)
+    assert plain.returncode == 0 and "finalized" in plain.stderr, plain.stderr
 
 
 def test_training_output_does_not_load_matplotlibs_figures():
