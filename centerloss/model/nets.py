@@ -39,8 +39,9 @@ class _PReLUFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, weight = ctx.saved_tensors
-        gx = torch.lerp(torch.ops.aten.threshold_backward(g, x, 0), g, _slopes(weight, x))
-        gw = None
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.lerp(torch.ops.aten.threshold_backward(g, x, 0), g, _slopes(weight, x))
         if ctx.needs_input_grad[1]:
             ones = torch.ones(x.shape[1], dtype=torch.float32, device=x.device)
             _, gw, _ = torch.ops.aten.native_batch_norm_backward(

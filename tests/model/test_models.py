@@ -62,6 +62,23 @@ def test_prelu_training_pass_matches_aten_in_values_and_gradients(shape, channel
     assert ours.state_dict().keys() == aten.state_dict().keys()
 
 
+def test_prelu_training_pass_computes_only_the_gradients_asked_for():
+    from centerloss.model.nets import PReLU
+    torch.manual_seed(0)
+    prelu = PReLU(4)
+    x = torch.randn(3, 4, 5, 5).bfloat16()
+    g = torch.randn(3, 4, 5, 5).bfloat16()
+    prelu(x).backward(g)                    # the input needs no gradient: the slopes get theirs
+    exact = (g.double() * x.double().clamp_max(0)).sum((0, 2, 3))
+    torch.testing.assert_close(prelu.weight.grad.double(), exact, rtol=1e-5, atol=1e-6)
+    prelu.weight.grad = None
+    prelu.weight.requires_grad_(False)      # frozen slopes: the input's gradient alone
+    xg = x.clone().requires_grad_()
+    prelu(xg).backward(g)
+    assert prelu.weight.grad is None
+    assert torch.equal(xg.grad, torch.where(x > 0, g, g * prelu.weight.bfloat16().view(1, -1, 1, 1)))
+
+
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
 def test_a_one_channel_conv_computes_what_torch_s_does(layout):
     """nets.Conv2d pads a one-channel input to two on the CPU (a faster kernel): the output and
