@@ -30,6 +30,9 @@ extension picks the format:
   .csv          a header, then one row per sample: index or path, label and label_name (a
                 split only), predicted, predicted_name, nearest_center, center_distance,
                 f0..f{D-1}, logit0..logit{C-1}; floats to 9 digits (exact float32).
+
+The logits are written for models of up to 1,000 classes; --logits or --no-logits decides
+otherwise.
 """
 
 
@@ -56,6 +59,9 @@ def embed(
                           help="fp32 (matches a plain forward pass), bf16 or auto."),
     batch_size: Optional[int] = flag("--batch-size", default=None, help="Images per forward pass "
                                      "[default: 2048 on a GPU; 128 on the CPU]."),
+    logits: Optional[bool] = typer.Option(None, "--logits/--no-logits", show_default=False,
+                                          help="Write the logits, or leave them out [default: "
+                                          "written up to 1,000 classes]."),
     overwrite: bool = flag("--overwrite"),
 ) -> None:
     from centerloss.device.runtime import Runtime
@@ -78,10 +84,11 @@ def embed(
         path = ckpt_io.resolve(run, checkpoint, epoch)
         if use_images:
             emb = embed_mod.embed_images(path, images, batch_size=batch_size,
-                                         invert="auto" if auto_invert else invert, runtime=runtime)
+                                         invert="auto" if auto_invert else invert, runtime=runtime,
+                                         logits=logits)
         else:
             emb = embed_mod.embed_split(path, split or "test", str(data_dir) if data_dir else None,
-                                        batch_size=batch_size, runtime=runtime)
+                                        batch_size=batch_size, runtime=runtime, logits=logits)
         embed_mod.write_embedding(emb, out, overwrite)
     except ClError as e:       # found while working: exit 1, whatever the kind
         fail(str(e))
@@ -91,3 +98,7 @@ def embed(
     flipped = sum(json.loads(emb.info.get("inverted", "[]")))
     note = f"; inverted {flipped} of {images_n} (light border)" if auto_invert else ""
     console.print(f"wrote {out}: {d}-D features of {what}, {path} epoch {emb.info['epoch']}{note}")
+    if emb.logits is None and logits is None:
+        console.print(f"left out the logits: {len(emb.classes):,} classes (more than "
+                      f"{embed_mod.LOGITS_UP_TO_CLASSES:,}) would take {n * len(emb.classes) * 4 / 1e6:,.0f} "
+                      f"MB; --logits writes them")

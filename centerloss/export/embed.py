@@ -1,7 +1,8 @@
 """Features of a trained model for a whole split or for image files, and the files they go to.
 
-For every sample: the features, the logits, the predicted class, the nearest center and the
-distance to it, and the label where one is known (a split's, never an image file's)."""
+For every sample: the features, the logits (up to LOGITS_UP_TO_CLASSES classes unless asked
+either way), the predicted class, the nearest center and the distance to it, and the label where
+one is known (a split's, never an image file's)."""
 from __future__ import annotations
 
 import csv
@@ -18,19 +19,29 @@ from centerloss.data.registry import dataset_for, normalization_of
 from centerloss.data.types import Split, Stats
 from centerloss.device.runtime import Runtime
 from centerloss.errors import EmbedError  # noqa: F401  (defined without torch, for the CLI)
-from centerloss.evaluation.inference import infer, load_model
+from centerloss.evaluation.inference import infer, infer_outcomes, load_model
 from centerloss.evaluation.metrics import nearest_center
 from centerloss.store import checkpoint as ckpt_io
 from centerloss.store.files import atomic_write, check_output as check_output_path
 
 FORMAT = "cl-embedding/1"
 FORMATS = (".safetensors", ".npy", ".csv")
+# Models with more classes leave the logits out unless asked for them: at 20,000 identities they
+# are 80 kB an image in float32 (800 MB for 10,000 images, in memory and on disk, and 20,000 CSV
+# columns), where the features that `cl embed` is for take 8 bytes in 2-D.
+LOGITS_UP_TO_CLASSES = 1000
+
+
+def wants_logits(classes: int, logits: bool | None) -> bool:
+    """Whether an embedding keeps the logits: as asked (--logits/--no-logits), else up to
+    LOGITS_UP_TO_CLASSES classes."""
+    return classes <= LOGITS_UP_TO_CLASSES if logits is None else logits
 
 
 @dataclass
 class Embedding:
     features: torch.Tensor              # [N, D] float32
-    logits: torch.Tensor                # [N, C] float32
+    logits: torch.Tensor | None         # [N, C] float32, or None where left out
     predicted: torch.Tensor             # [N] int64, argmax of the logits
     nearest_center: torch.Tensor        # [N] int64
     center_distance: torch.Tensor       # [N] float32, Euclidean
@@ -52,12 +63,17 @@ def check_output(path: Path | str, overwrite: bool = False) -> str:
     return suffix
 
 
-def _run(model: torch.nn.Module, split: Split, mean: Stats, std: Stats,
-         ckpt: ckpt_io.Checkpoint, runtime: Runtime, batch_size: int | None, info: dict) -> Embedding:
-    features, logits = infer(model, split, mean, std, runtime, batch_size)
+def _run(model: torch.nn.Module, split: Split, mean: Stats, std: Stats, ckpt: ckpt_io.Checkpoint,
+         runtime: Runtime, batch_size: int | None, info: dict, logits: bool | None) -> Embedding:
+    if wants_logits(len(ckpt.classes), logits):
+        features, z = infer(model, split, mean, std, runtime, batch_size)
+        kept, predicted = z.cpu(), z.argmax(1)
+    else:       # each batch's logits reduced to its predictions, never held whole
+        outcomes = infer_outcomes(model, split, mean, std, runtime, batch_size)
+        features, kept, predicted = outcomes.features, None, outcomes.predictions
     index, distance = nearest_center(features, ckpt.centers.to(runtime.device).float())
-    return Embedding(features.cpu(), logits.cpu(), logits.argmax(1).cpu(), index.cpu(),
-                     distance.cpu(), ckpt.centers.float().cpu(), list(ckpt.classes), info=info)
+    return Embedding(features.cpu(), kept, predicted.cpu(), index.cpu(), distance.cpu(),
+                     ckpt.centers.float().cpu(), list(ckpt.classes), info=info)
 
 
 def _prepare(path: Path | str, runtime: Runtime):
@@ -68,9 +84,10 @@ def _prepare(path: Path | str, runtime: Runtime):
 
 def embed_split(path: Path | str, split: str = "test", data_dir: str | None = None,
                 device: str = "auto", precision: str = "fp32", batch_size: int | None = None,
-                runtime: Runtime | None = None) -> Embedding:
+                runtime: Runtime | None = None, logits: bool | None = None) -> Embedding:
     """Every image of a split of the checkpoint's data set, in the data set's order; runtime,
-    when given, replaces device and precision."""
+    when given, replaces device and precision; logits: keep them (True), leave them out (False),
+    or None: wants_logits decides by the number of classes."""
     runtime = runtime or Runtime.resolve(device, precision)
     dev = runtime.device
     ckpt, model, info = _prepare(path, runtime)
@@ -83,7 +100,7 @@ def embed_split(path: Path | str, split: str = "test", data_dir: str | None = No
                          f"split gives {ds.split(split).image_shape}")
     mean, std = normalization_of(ckpt, ds)     # as trained, as cl eval feeds it
     emb = _run(model, ds.split(split), mean, std, ckpt, runtime, batch_size,
-               {**info, "split": split})
+               {**info, "split": split}, logits)
     emb.labels = ds.split(split).labels.cpu()
     return emb
 
@@ -133,12 +150,13 @@ def light_background(pixels: np.ndarray) -> bool:
 
 def embed_images(path: Path | str, images: list[Path | str], device: str = "auto",
                  precision: str = "fp32", batch_size: int | None = None,
-                 invert: bool | str = False, runtime: Runtime | None = None) -> Embedding:
+                 invert: bool | str = False, runtime: Runtime | None = None,
+                 logits: bool | None = None) -> Embedding:
     """Image files (or folders of them), converted to the checkpoint's channels and input size and
     normalised with its training statistics, as the training images were. Models trained on an
     image folder get that loader's shorter-side resize and centre crop; the others a plain resize.
     invert: True inverts every image, "auto" each one on a light background (light_background);
-    info["inverted"] lists which were."""
+    info["inverted"] lists which were. logits as embed_split's."""
     files = image_files(images)
     runtime = runtime or Runtime.resolve(device, precision)
     dev = runtime.device
@@ -154,7 +172,7 @@ def embed_images(path: Path | str, images: list[Path | str], device: str = "auto
     split = Split(torch.from_numpy(pixels).to(dev), torch.zeros(len(files), dtype=torch.long, device=dev))
     mean, std = normalization_of(ckpt)
     emb = _run(model, split, mean, std, ckpt, runtime, batch_size,
-               {**info, "split": "images", "inverted": json.dumps(flipped)})
+               {**info, "split": "images", "inverted": json.dumps(flipped)}, logits)
     emb.sources = [printable(f) for f in files]
     return emb
 
@@ -180,6 +198,8 @@ def write_embedding(emb: Embedding, path: Path | str, overwrite: bool = False) -
 def _tensors(emb: Embedding) -> dict[str, torch.Tensor]:
     out = {"features": emb.features, "logits": emb.logits, "predicted": emb.predicted,
            "nearest_center": emb.nearest_center, "center_distance": emb.center_distance}
+    if emb.logits is None:
+        del out["logits"]
     if emb.labels is not None:
         out["labels"] = emb.labels
     return out
@@ -198,8 +218,10 @@ def _npy_bytes(emb: Embedding) -> bytes:
     """One structured array, a record per sample. Fixed-size fields only (the path is a
     fixed-width unicode string), so np.load reads it without allow_pickle."""
     n, d = emb.features.shape
-    fields = [("features", np.float32, (d,)), ("logits", np.float32, (emb.logits.shape[1],)),
-              ("predicted", np.int64), ("nearest_center", np.int64), ("center_distance", np.float32)]
+    fields = [("features", np.float32, (d,))]
+    if emb.logits is not None:
+        fields.append(("logits", np.float32, (emb.logits.shape[1],)))
+    fields += [("predicted", np.int64), ("nearest_center", np.int64), ("center_distance", np.float32)]
     if emb.labels is not None:
         fields.append(("label", np.int64))
     if emb.sources:
@@ -228,7 +250,7 @@ def _csv_bytes(emb: Embedding) -> bytes:
     """A header and one row per sample; floats with 9 significant digits, enough to give back
     every float32 exactly."""
     n, d = emb.features.shape
-    c = emb.logits.shape[1]
+    c = emb.logits.shape[1] if emb.logits is not None else 0
     known = emb.labels is not None
     header = (["path"] if emb.sources else ["index"]) + (["label", "label_name"] if known else [])
     header += ["predicted", "predicted_name", "nearest_center", "center_distance"]
@@ -236,7 +258,8 @@ def _csv_bytes(emb: Embedding) -> bytes:
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(header)
-    feats, logits = emb.features.tolist(), emb.logits.tolist()
+    feats = emb.features.tolist()
+    logits = emb.logits.tolist() if emb.logits is not None else [[]] * n
     pred, near = emb.predicted.tolist(), emb.nearest_center.tolist()
     dist = emb.center_distance.tolist()
     labels = emb.labels.tolist() if known else None

@@ -207,3 +207,35 @@ def test_a_pdf_beside_the_images_is_passed_over(checkpoint, image_folder, tmp_pa
     (mixed / "scan.pdf").write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     emb = embed_images(checkpoint, [mixed], device="cpu")
     assert len(emb.sources) == 6 and not any(s.endswith(".pdf") for s in emb.sources)
+
+
+@pytest.mark.parametrize("flags, limit, kept", [([], 1000, True), ([], 9, False),
+                                                (["--logits"], 9, True), (["--no-logits"], 1000, False)])
+def test_logits_are_written_up_to_a_number_of_classes_unless_asked(checkpoint, tmp_path, monkeypatch,
+                                                                    flags, limit, kept):
+    from centerloss.export import embed as embed_mod
+    monkeypatch.setattr(embed_mod, "LOGITS_UP_TO_CLASSES", limit)      # the model has 10 classes
+    files = {suffix: tmp_path / f"e{suffix}" for suffix in (".safetensors", ".npy", ".csv")}
+    for out in files.values():
+        result = cl("embed", "--checkpoint", checkpoint, "--device", "cpu", "-o", out, *flags)
+        assert result.exit_code == 0, result.output
+        left_out = ("left out the logits: 10 classes (more than 9) would take 0 MB; --logits "
+                    "writes them")
+        assert (left_out in result.stdout) == (not kept and not flags), result.stdout
+    tensors = load_file(files[".safetensors"])
+    assert ("logits" in tensors) == kept and tensors["features"].shape == (200, 4)
+    table = np.load(files[".npy"])
+    assert ("logits" in table.dtype.names) == kept
+    with open(files[".csv"], newline="") as f:
+        header = next(csv.reader(f))
+    assert ("logit0" in header) == kept and header[-1] == ("logit9" if kept else "f3")
+    # the predictions are the same either way: each batch's argmax
+    reference = embed_split(checkpoint, "test", device="cpu", logits=True)
+    assert torch.equal(tensors["predicted"], reference.predicted)
+    assert torch.equal(torch.from_numpy(table["predicted"].copy()), reference.predicted)
+
+
+def test_the_help_states_the_logits_limit():
+    from centerloss.export.embed import LOGITS_UP_TO_CLASSES
+    result = cl("embed", "--help")
+    assert f"written up to {LOGITS_UP_TO_CLASSES:,} classes" in " ".join(result.stdout.split())
