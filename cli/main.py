@@ -73,13 +73,13 @@ def exit_now(code: int | str | None, handlers: bool = True) -> None:
     to flush the output. Finalizing an interpreter that loaded torch takes about half a second
     (0.47 against 0.02 s after `cl eval`, 2026-12-07, docs/performance.md), after every command.
     Under torchrun, where the handlers are skipped as they always were, finalizing can also abort
-    a rank: the gloo group stays alive to the end (DDP's reducer keeps a reference that even gc cannot free), and
-    its worker threads release the tensors of the last collectives a moment after those complete;
-    releasing a tensor takes the GIL, and a thread that asks for it while the interpreter
-    finalizes is torn down inside a destructor: the rank aborts ("terminate called without an
-    active exception", about one run in six on a busy CPU)."""
-    run_handlers = getattr(atexit, "_run_exitfuncs", None)
+    a rank: the gloo group stays alive to the end (DDP's reducer keeps a reference that even gc
+    cannot free), and its worker threads release the tensors of the last collectives a moment
+    after those complete; releasing a tensor takes the GIL, and a thread that asks for it while
+    the interpreter finalizes is torn down inside a destructor: the rank aborts ("terminate
+    called without an active exception", about one run in six on a busy CPU)."""
     if handlers:
+        run_handlers = getattr(atexit, "_run_exitfuncs", None)
         if run_handlers is None:        # not CPython: finalize as usual
             sys.exit(code)
         run_handlers()

@@ -4,9 +4,9 @@ by one (`compile: blocks`).
 Compiled whole, LeNets++ costs ~30 s of compiling on a 2-core CPU before its first step; its
 convolutions run the same oneDNN kernels either way, and what compiling buys is the fused
 elementwise work around them. Compiling only each BatchNorm with the activation after it gets
-most of that (a step 29% shorter than eager, against 33% for the whole model) from three small
-graphs, one per shape, built in ~18 s (docs/performance.md): what pays on a run too short to
-repay the whole compile."""
+most of that (a step 21% shorter than eager, against 28% for the whole model, since the eager
+PReLU got its own backward) from three small graphs, one per shape, built in ~18 s
+(docs/performance.md): what pays on a run too short to repay the whole compile."""
 from __future__ import annotations
 
 import copy

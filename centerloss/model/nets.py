@@ -27,8 +27,8 @@ class _PReLUFunction(torch.autograd.Function):
     g * min(x, 0) over all but the channels, is BatchNorm's backward reduction with mean 0 and a
     standard deviation of 1, one pass accumulating in fp32 (within fp32's rounding of the exact
     sum, where autograd's sum of bf16 products for the lerp form was 3-7% off). Forward and
-    backward of one PReLU, batch 256, channels_last: 18.1 ms as autograd's lerp(relu(x), x, a),
-    10.8 ms with this backward, at 32 x 28 x 28 (docs/performance.md)."""
+    backward of one PReLU, batch 256, channels_last, 32 x 28 x 28: 18.1 ms as autograd's
+    lerp(relu(x), x, a), 8.7 ms this way (docs/performance.md)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -55,8 +55,8 @@ class PReLU(nn.PReLU):
     """nn.PReLU (same parameter, same checkpoints) whose bf16 training pass on the CPU is built
     from other ATen ops: ATen's PReLU backward on bf16 channels_last CPU tensors is several times
     slower (docs/performance.md). Eager, it is _PReLUFunction. Compiled, it stays relu(x) - a *
-    relu(-x), the form inductor's fused kernels were measured with. Without gradients ATen's
-    forward is the fastest, and in fp32 the composites gain nothing, so those use ATen."""
+    relu(-x), the form inductor's fused kernels were measured with. Without gradients, in fp32
+    (where the composites gain nothing) and elsewhere than the CPU, it is ATen's PReLU whole."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (x.dtype == torch.bfloat16 and x.device.type == "cpu" and torch.is_grad_enabled()
