@@ -19,14 +19,26 @@ def _slopes(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return a.view(1, -1, *([1] * (x.ndim - 2))) if a.numel() > 1 else a
 
 
+def _negative_part(x: torch.Tensor) -> torch.Tensor:
+    """min(x, 0) of a bf16 tensor, through its bits. bf16 keeps its sign in the top bit, so read
+    as int16 its negative numbers (-0 included) are the negative integers and the rest are
+    non-negative: clamping the integers at 0 keeps every negative value's bits and turns the
+    others into +0. An integer pass runs at the memory's pace, where ATen's bf16 clamp_max
+    converts each element to fp32 and back (in a LeNets++ step at batch 256 on the AMX Xeon,
+    1.20 against 1.73 ms for 32 x 28 x 28, docs/performance.md). A NaN is kept only where its
+    sign bit is set: a step with a NaN activation is already lost, and its loss says so."""
+    return x.view(torch.int16).clamp_max(0).view(x.dtype)
+
+
 class _PReLUFunction(torch.autograd.Function):
     """nn.PReLU's training pass for bf16 on the CPU: ATen's forward, which is fast, and a backward
     in four passes over the activations, where ATen's is several times slower on bf16
     channels_last tensors: g where x > 0 (threshold_backward), then lerp(that, g, a), which is g
     there and a * g elsewhere: ATen's input gradient bit for bit; the slopes' gradient, the sum of
-    g * min(x, 0) over all but the channels, is BatchNorm's backward reduction with mean 0 and a
-    standard deviation of 1, one pass accumulating in fp32 (within fp32's rounding of the exact
-    sum, where autograd's sum of bf16 products for the lerp form was 3-7% off). Forward and
+    g * min(x, 0) (min taken through x's bits) over all but the channels, is BatchNorm's backward
+    reduction with mean 0 and a standard deviation of 1, one pass accumulating in fp32 (within
+    fp32's rounding of the exact sum, where autograd's sum of bf16 products for the lerp form was
+    3-7% off). Forward and
     backward of one PReLU, batch 256, channels_last, 32 x 28 x 28: 18.1 ms as autograd's
     lerp(relu(x), x, a), 8.7 ms this way (docs/performance.md)."""
 
@@ -45,7 +57,7 @@ class _PReLUFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             ones = torch.ones(x.shape[1], dtype=torch.float32, device=x.device)
             _, gw, _ = torch.ops.aten.native_batch_norm_backward(
-                g, x.clamp_max(0), ones, None, None, torch.zeros_like(ones), ones, True, 0.0,
+                g, _negative_part(x), ones, None, None, torch.zeros_like(ones), ones, True, 0.0,
                 [False, True, False])
             gw = (gw if weight.numel() > 1 else gw.sum()).view_as(weight).to(weight.dtype)
         return gx, gw
@@ -111,6 +123,38 @@ class MaxPool2d(nn.MaxPool2d):
         return y.permute(0, 3, 1, 2)
 
 
+class _ChannelsLastFlatten(torch.autograd.Function):
+    """x.flatten(1) of an (N, C, H, W) channels_last tensor, whose gradient goes back to x laid
+    out as x is."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        return x.flatten(1)             # C, H, W order: a copy, as channels_last is H, W, C
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        return g.view(ctx.shape).contiguous(memory_format=torch.channels_last)
+
+
+class Flatten(nn.Flatten):
+    """nn.Flatten (the same C, H, W order, so the same Linear after it and the same checkpoints)
+    whose gradient keeps a channels_last input's layout. Autograd's is a view of the flat
+    gradient, an NCHW tensor, and the max-pooling before it then ran its backward in NCHW, with
+    a copy of its input into that layout and of the result back: a LeNets++ step at batch 256 on
+    the AMX Xeon took 166.8 ms that way, 164.9 this way (docs/performance.md). Without gradients,
+    compiled (inductor picks its own layouts) and in an ONNX export it is nn.Flatten."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.ndim == 4 and self.start_dim == 1 and self.end_dim == -1 and x.requires_grad
+                and torch.is_grad_enabled() and not x.is_contiguous()
+                and x.is_contiguous(memory_format=torch.channels_last)
+                and not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export()):
+            return _ChannelsLastFlatten.apply(x)
+        return super().forward(x)
+
+
 def _conv(cin: int, cout: int, k: int) -> list[nn.Module]:
     # BatchNorm is our addition to the paper's conv + PReLU: it lets plain SGD at a high learning
     # rate converge in a few epochs and leaves the feature layer, where center loss acts, untouched.
@@ -130,7 +174,7 @@ class LeNetsPP(nn.Module):
             *_conv(in_channels, 32, 5), *_conv(32, 32, 5), MaxPool2d(),
             *_conv(32, 64, 5), *_conv(64, 64, 5), MaxPool2d(),
             *_conv(64, 128, 5), *_conv(128, 128, 5), MaxPool2d(),
-            nn.Flatten())
+            Flatten())
         side = image_size // 8
         self.feature = nn.Sequential(nn.Linear(128 * side * side, feature_dim), PReLU())
         self.classifier = nn.Linear(feature_dim, num_classes, bias=False)
@@ -149,7 +193,7 @@ class SeedNet(nn.Module):
         self.body = nn.Sequential(
             Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(),
+            Flatten(),
             nn.Linear(64 * (image_size // 4) ** 2, 256), nn.ReLU(),
             nn.Linear(256, 128), nn.ReLU())
         self.feature = nn.Sequential(nn.Linear(128, feature_dim), PReLU())

@@ -62,6 +62,43 @@ def test_prelu_training_pass_matches_aten_in_values_and_gradients(shape, channel
     assert ours.state_dict().keys() == aten.state_dict().keys()
 
 
+def test_flatten_hands_a_channels_last_input_its_gradient_channels_last():
+    from torch import nn
+
+    from centerloss.model.nets import Flatten
+    torch.manual_seed(0)
+    leaf = torch.randn(3, 4, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grads = {}
+
+    def through(flatten, name):     # what reaches the layer before: a leaf's .grad would be
+        x = leaf * 1                # laid out as the leaf whatever arrived
+        x.register_hook(lambda g: grads.setdefault(name, g))
+        return flatten(x)
+    g = torch.randn(3, 100)
+    y, y2 = through(Flatten(), "ours"), through(nn.Flatten(), "autograd's")
+    assert torch.equal(y, y2)                   # C, H, W order, as nn.Flatten
+    y.backward(g)
+    y2.backward(g)
+    ours, autograds = grads["ours"], grads["autograd's"]
+    assert torch.equal(ours, autograds)
+    assert ours.is_contiguous(memory_format=torch.channels_last) and not ours.is_contiguous()
+    assert autograds.is_contiguous()            # NCHW: what the pooling got before
+    with torch.no_grad():
+        assert torch.equal(Flatten()(leaf), y2)
+
+
+def test_negative_part_through_the_bits_is_min_with_zero_for_every_bf16_value():
+    from centerloss.model.nets import _negative_part
+    every = torch.arange(-2**15, 2**15, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    numbers = every[~every.isnan()]             # all 65,536 bit patterns but the NaNs
+    assert numbers.numel() > 65_000
+    ours = _negative_part(numbers)
+    assert torch.equal(ours, numbers.clamp_max(0))  # -0 == +0; infinities and subnormals included
+    assert (ours.view(torch.int16) <= 0).all()  # never a positive bit pattern
+    grid = numbers[:4096].reshape(4, 4, 16, 16).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(_negative_part(grid), grid.clamp_max(0))   # any layout
+
+
 def test_prelu_training_pass_computes_only_the_gradients_asked_for():
     from centerloss.model.nets import PReLU
     torch.manual_seed(0)
