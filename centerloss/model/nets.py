@@ -19,28 +19,37 @@ def _slopes(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return a.view(1, -1, *([1] * (x.ndim - 2))) if a.numel() > 1 else a
 
 
+# bf16 keeps its sign in the top bit, so read as int16 its negative numbers (-0 included) are the
+# negative integers, +0 is 0, and the positive numbers are the positive integers, in any order.
+# The two functions below do on those integers what ATen would do on the bf16 values, with the
+# same bits out: an integer pass runs at the memory's pace, where ATen's bf16 kernels convert
+# each element to fp32 and back (in a LeNets++ step at batch 256 on the AMX Xeon, 32 x 28 x 28:
+# clamp_max 1.73 -> 1.20 ms, docs/performance.md). A NaN differs (kept or dropped by its sign
+# bit): a step with a NaN activation is already lost, and its loss says so.
+
 def _negative_part(x: torch.Tensor) -> torch.Tensor:
-    """min(x, 0) of a bf16 tensor, through its bits. bf16 keeps its sign in the top bit, so read
-    as int16 its negative numbers (-0 included) are the negative integers and the rest are
-    non-negative: clamping the integers at 0 keeps every negative value's bits and turns the
-    others into +0. An integer pass runs at the memory's pace, where ATen's bf16 clamp_max
-    converts each element to fp32 and back (in a LeNets++ step at batch 256 on the AMX Xeon,
-    1.20 against 1.73 ms for 32 x 28 x 28, docs/performance.md). A NaN is kept only where its
-    sign bit is set: a step with a NaN activation is already lost, and its loss says so."""
+    """min(x, 0) of a bf16 tensor: the integers clamped at 0 keep every negative value's bits and
+    turn the others into +0."""
     return x.view(torch.int16).clamp_max(0).view(x.dtype)
+
+
+def _where_positive(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """g where x > 0, else 0, of bf16 tensors: ATen's threshold_backward(g, x, 0), bit for bit,
+    on their integers (x > 0 exactly where its integer is)."""
+    return torch.ops.aten.threshold_backward(g.view(torch.int16), x.view(torch.int16), 0).view(g.dtype)
 
 
 class _PReLUFunction(torch.autograd.Function):
     """nn.PReLU's training pass for bf16 on the CPU: ATen's forward, which is fast, and a backward
     in four passes over the activations, where ATen's is several times slower on bf16
-    channels_last tensors: g where x > 0 (threshold_backward), then lerp(that, g, a), which is g
-    there and a * g elsewhere: ATen's input gradient bit for bit; the slopes' gradient, the sum of
-    g * min(x, 0) (min taken through x's bits) over all but the channels, is BatchNorm's backward
-    reduction with mean 0 and a standard deviation of 1, one pass accumulating in fp32 (within
-    fp32's rounding of the exact sum, where autograd's sum of bf16 products for the lerp form was
-    3-7% off). Forward and
-    backward of one PReLU, batch 256, channels_last, 32 x 28 x 28: 18.1 ms as autograd's
-    lerp(relu(x), x, a), 8.7 ms this way (docs/performance.md)."""
+    channels_last tensors: g where x > 0 (threshold_backward, on the bits), then lerp(that, g, a),
+    which is g there and a * g elsewhere: ATen's input gradient bit for bit; the slopes' gradient,
+    the sum of g * min(x, 0) (min taken on the bits) over all but the channels, is BatchNorm's
+    backward reduction with mean 0 and a standard deviation of 1, one pass accumulating in fp32
+    (within fp32's rounding of the exact sum, where autograd's sum of bf16 products for the lerp
+    form was 3-7% off). Forward and backward of one PReLU, batch 256, channels_last, 32 x 28 x 28:
+    18.1 ms as autograd's lerp(relu(x), x, a), 8.7 ms this way before the passes on the bits
+    (docs/performance.md)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -53,7 +62,7 @@ class _PReLUFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = torch.lerp(torch.ops.aten.threshold_backward(g, x, 0), g, _slopes(weight, x))
+            gx = torch.lerp(_where_positive(g, x), g, _slopes(weight, x))
         if ctx.needs_input_grad[1]:
             ones = torch.ones(x.shape[1], dtype=torch.float32, device=x.device)
             _, gw, _ = torch.ops.aten.native_batch_norm_backward(

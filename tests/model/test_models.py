@@ -87,16 +87,23 @@ def test_flatten_hands_a_channels_last_input_its_gradient_channels_last():
         assert torch.equal(Flatten()(leaf), y2)
 
 
-def test_negative_part_through_the_bits_is_min_with_zero_for_every_bf16_value():
-    from centerloss.model.nets import _negative_part
+def test_prelu_passes_on_the_bits_match_aten_for_every_bf16_value():
+    from centerloss.model.nets import _negative_part, _where_positive
     every = torch.arange(-2**15, 2**15, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
     numbers = every[~every.isnan()]             # all 65,536 bit patterns but the NaNs
     assert numbers.numel() > 65_000
     ours = _negative_part(numbers)
     assert torch.equal(ours, numbers.clamp_max(0))  # -0 == +0; infinities and subnormals included
     assert (ours.view(torch.int16) <= 0).all()  # never a positive bit pattern
+    g = torch.randn(numbers.shape).bfloat16()
+    g[:100] = -0.0
+    bits = torch.ops.aten.threshold_backward(g, numbers, 0).view(torch.int16)
+    assert torch.equal(_where_positive(g, numbers).view(torch.int16), bits)     # bit for bit
     grid = numbers[:4096].reshape(4, 4, 16, 16).contiguous(memory_format=torch.channels_last)
     assert torch.equal(_negative_part(grid), grid.clamp_max(0))   # any layout
+    g4 = g[:4096].reshape(4, 4, 16, 16)
+    assert torch.equal(_where_positive(g4, grid).view(torch.int16),
+                       torch.ops.aten.threshold_backward(g4, grid, 0).view(torch.int16))
 
 
 def test_prelu_training_pass_computes_only_the_gradients_asked_for():
