@@ -53,11 +53,13 @@ def test_the_rule_takes_the_shortest_of_eager_blocks_and_whole(native):
                              (to_whole * 0.9, "blocks"), (to_whole * 1.1, True)):
         choice = decide(None, CPU_BF16, "lenetspp", int(images), **AMX)
         assert choice.value == (expected if expected != "eager" else False), (images, choice)
-    two_epochs = decide(None, CPU_BF16, "lenetspp", 2 * 60000, **AMX)
-    assert two_epochs.value == "blocks" and re.fullmatch(
-        r"compiled in blocks \(auto: saves ~\d+ s over 120,000 images, compiling its BatchNorm \+ "
+    three_epochs = decide(None, CPU_BF16, "lenetspp", 3 * 60000, **AMX)
+    assert three_epochs.value == "blocks" and re.fullmatch(
+        r"compiled in blocks \(auto: saves ~\d+ s over 180,000 images, compiling its BatchNorm \+ "
         r"PReLU blocks takes ~18 s; the whole model would save ~\d+ s after ~30 s\)",
-        two_epochs.note), two_epochs.note
+        three_epochs.note), three_epochs.note
+    # two epochs of MNIST: to 99% in 93.3 s eager against 97.2 s in blocks (docs/performance.md)
+    assert decide(None, CPU_BF16, "lenetspp", 2 * 60000, **AMX).value is False
     one_epoch = decide(None, CPU_BF16, "lenetspp", 60000, **AMX)
     assert re.fullmatch(r"eager \(auto: would save ~[\d.]+ s over 60,000 images, less than the ~30 s "
                         r"compiling takes; ~[\d.]+ s in blocks, less than their ~18 s\)",
@@ -66,7 +68,8 @@ def test_the_rule_takes_the_shortest_of_eager_blocks_and_whole(native):
     # whole where that pays, else stays eager
     assert decide(None, CPU_BF16, "lenetspp", 3 * 60000, **AMX).value == "blocks"
     assert decide(None, CPU_BF16, "lenetspp", 3 * 60000, **AMX, blocks_ok=False).value is True
-    assert decide(None, CPU_BF16, "lenetspp", int(to_blocks * 1.1), **AMX, blocks_ok=False).value is False
+    whole_alone = COMPILE_SECONDS * rate / share
+    assert decide(None, CPU_BF16, "lenetspp", int(whole_alone * 0.9), **AMX, blocks_ok=False).value is False
 
 
 def test_compile_blocks_in_a_config_forces_them():
