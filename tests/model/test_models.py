@@ -87,6 +87,63 @@ def test_flatten_hands_a_channels_last_input_its_gradient_channels_last():
         assert torch.equal(Flatten()(leaf), y2)
 
 
+def test_tiles_put_four_images_to_a_picture_with_zero_gaps():
+    from centerloss.model.nets import _tiles
+    t = torch.arange(1, 6 * 2 * 3 * 3 + 1, dtype=torch.float32).view(6, 2, 3, 3)
+    tiled = _tiles(t.contiguous(memory_format=torch.channels_last), (2, 1))
+    assert tiled.shape == (2, 2, 8, 7) and tiled.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(tiled[0, :, 0:3, 0:3], t[0]) and torch.equal(tiled[0, :, 0:3, 4:7], t[1])
+    assert torch.equal(tiled[0, :, 5:8, 0:3], t[2]) and torch.equal(tiled[0, :, 5:8, 4:7], t[3])
+    assert torch.equal(tiled[1, :, 0:3, 0:3], t[4]) and torch.equal(tiled[1, :, 0:3, 4:7], t[5])
+    assert (tiled[1, :, 5:8] == 0).all()                     # the batch made a multiple of four
+    assert (tiled[:, :, 3:5] == 0).all() and (tiled[:, :, :, 3] == 0).all()   # the gaps
+    assert tiled.sum() == t.sum()
+
+
+@pytest.mark.parametrize("batch, side, kernel", [(6, 7, 5), (4, 5, 3), (8, 8, 5)])
+def test_small_image_conv_matches_aten_and_takes_the_weight_gradient_over_tiles(batch, side, kernel):
+    from torch import nn
+
+    from centerloss.model.nets import Conv2d
+    torch.manual_seed(0)
+    ours = Conv2d(8, 16, kernel, padding=kernel // 2, bias=False).to(memory_format=torch.channels_last)
+    aten = nn.Conv2d(8, 16, kernel, padding=kernel // 2, bias=False).to(memory_format=torch.channels_last)
+    aten.load_state_dict(ours.state_dict())
+    x = torch.randn(batch, 8, side, side).bfloat16().contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y1, y2 = ours(x1), aten(x2)
+    assert type(y1.grad_fn).__name__ == "_SmallImageConvBackward"
+    assert torch.equal(y1, y2)                              # ATen's forward, bit for bit
+    g = torch.randn_like(y1)
+    y1.backward(g)
+    y2.backward(g)
+    assert torch.equal(x1.grad, x2.grad)                    # and its input gradient
+    exact = torch.ops.aten.convolution_backward(
+        g.double(), x.double(), ours.weight.detach().double(), None, [1, 1], [kernel // 2] * 2, [1, 1], False,
+        [0, 0], 1, [False, True, False])[1]
+    err = {name: float((conv.weight.grad.double() - exact).norm() / exact.norm())
+           for name, conv in (("ours", ours), ("aten", aten))}
+    assert ours.weight.grad.dtype == torch.float32 and err["ours"] < 1.5 * err["aten"] + 1e-6
+    assert err["ours"] < 1e-2                               # bf16's rounding of the sum, no more
+
+
+def test_small_image_conv_only_where_it_was_measured():
+    from centerloss.model.nets import Conv2d
+    conv = Conv2d(4, 4, 5, padding=2, bias=False)
+    small = torch.randn(2, 4, 7, 7, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert type(conv(small).grad_fn).__name__ == "_SmallImageConvBackward"
+        assert type(conv(torch.randn(2, 4, 9, 9)).grad_fn).__name__ != "_SmallImageConvBackward"
+        with torch.no_grad():
+            assert conv(small).grad_fn is None
+        assert type(Conv2d(4, 4, 5, padding=1, bias=False)(small).grad_fn).__name__ != \
+            "_SmallImageConvBackward"                       # not 'same'
+        assert type(Conv2d(4, 4, 5, padding=2)(small).grad_fn).__name__ != \
+            "_SmallImageConvBackward"                       # a bias
+    assert type(conv(small).grad_fn).__name__ != "_SmallImageConvBackward"      # fp32
+
+
 def test_prelu_passes_on_the_bits_match_aten_for_every_bf16_value():
     from centerloss.model.nets import _negative_part, _where_positive
     every = torch.arange(-2**15, 2**15, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
