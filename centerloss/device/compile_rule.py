@@ -29,24 +29,26 @@ from centerloss.device.runtime import Runtime, native_bf16
 
 # Measured on the 2-core Xeon with AMX (amx_tile, amx_bf16, avx512_bf16), torch 2.14.1, bf16,
 # batch 128, 2 threads, quiet (docs/performance.md). Alternating in one process (cl's Step and
-# train_step, 2026-12-07 evening, a bf16 ceiling of 2,235-2,311 GFLOP/s), a step took 90.8 ms
-# eager (1,409 images/s) since PReLU's backward works on the bits (100.8 in the day's rounds,
-# before), 67.6 ms compiled whole, after ~30 s of compiling with an empty inductor cache: a
-# compiled step takes 74% of an eager one.
+# train_step, 2026-12-07 evening, a bf16 ceiling of about 2,300-2,500 GFLOP/s), a step took 87.5
+# ms eager (1,463 images/s) since PReLU's backward works on the bits and small images' convs
+# take their weight gradient over tiles (100.8 in the day's rounds, before), 67.1 ms compiled
+# whole, after ~30 s of compiling with an empty inductor cache: a compiled step takes 77% of an
+# eager one.
 COMPILE_SECONDS = 30.0
 # The same compile once inductor's cache holds the graphs (from an earlier run): the first
 # compiled step took 2.5 s instead of 38 (2026-12-07).
 CACHED_COMPILE_SECONDS = 3.0
-EAGER_IMAGES_PER_S_PER_THREAD = {"lenetspp": 705.0}   # bf16, AMX: 1,409 on 2 threads
-SAVED_SHARE = {"lenetspp": 0.26}
+EAGER_IMAGES_PER_S_PER_THREAD = {"lenetspp": 731.0}   # bf16, AMX: 1,463 on 2 threads
+SAVED_SHARE = {"lenetspp": 0.23}
 # Compiled in blocks (model/blocks.py: each BatchNorm + PReLU, three graphs), the same machine,
 # 2026-12-07: the first step 16.2-19.1 s with an empty inductor cache (bench/compile_time.py
 # --blocks, set-up included: 18.7-21.6 s, against 37.5-39.0 s whole in the same slower state of
-# the machine, where the whole compile usually takes 30.5 s); a step at batch 128 75.3 ms in the
-# alternating rounds above: a step saves two thirds of what the whole compile saves. Two epochs
-# of MNIST (120,000 images) now stay eager: to 99% in 93.3 s eager against 97.2 s in blocks.
+# the machine, where the whole compile usually takes 30.5 s); a step at batch 128 70.9 ms in the
+# alternating rounds above (its convolutions run eagerly, tiles included): a step saves 80% of
+# what the whole compile saves. Two epochs of MNIST (120,000 images) stay eager: to 99% in 93.3 s
+# eager against 97.2 s in blocks, before the tiles.
 BLOCKS_COMPILE_SECONDS = 18.0
-BLOCKS_SAVED_SHARE = {"lenetspp": 0.17}
+BLOCKS_SAVED_SHARE = {"lenetspp": 0.19}
 
 
 @dataclass(frozen=True)
