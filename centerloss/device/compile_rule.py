@@ -11,8 +11,8 @@ with the figures measured for a model on a kind of device (docs/performance.md).
 ~30 s the first time and ~3 s once inductor's cache holds the same graphs from an earlier run
 (device/compile_cache.py says whether it does). Compiling only the BatchNorm + PReLU blocks
 (model/blocks.py) saves less a step for ~18 s: of the three ways (eager, in blocks, whole), the
-rule takes the one that leaves the run shortest, so runs of three epochs of MNIST compile in
-blocks and longer ones whole. Where a figure is missing, the rule keeps the
+rule takes the one that leaves the run shortest, so runs of two epochs of MNIST stay eager, three
+to seven compile in blocks and longer ones whole. Where a figure is missing, the rule keeps the
 eager model: it never guesses that compiling pays. It reads the config, the device, the CPU's
 flags and whether the cache holds the model, never a timing. The same command can therefore
 compile where an earlier one did not, once a compiled run filled the cache; RUN/config.yaml
