@@ -10,8 +10,8 @@ from PIL import Image
 import centerloss
 from centerloss.data.registry import open_dataset
 from centerloss.device.runtime import Runtime
-from centerloss.evaluation.inference import load_model
 from centerloss.errors import CheckpointError, ImageInputError, OptionError
+from centerloss.evaluation.inference import load_model
 from centerloss.store import checkpoint as ckpt_io, runfolder
 
 

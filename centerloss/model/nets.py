@@ -117,6 +117,33 @@ def _tiles(t: torch.Tensor, gap: Sequence[int]) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
+def _tiled_weight_grad_eager(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                             padding: Sequence[int]) -> torch.Tensor:
+    """The weight gradient of a stride-1 convolution with this padding, taken over the images and
+    their output gradients tiled (_tiles), laid out as the weight is."""
+    padding = list(padding)
+    gw = torch.ops.aten.convolution_backward(_tiles(g, padding), _tiles(x, padding), weight, None,
+                                             [1, 1], padding, [1, 1], False, [0, 0], 1,
+                                             [False, True, False])[1]
+    return gw if gw.stride() == weight.stride() else torch.empty_like(weight).copy_(gw)
+
+
+# Compiled, the tiled weight gradient is an operator of its own, which inductor calls as it calls
+# ATen's convolutions: traced through, the tiling became inductor's own scatter kernels and the
+# step gained nothing (docs/performance.md). torch.library.custom_op is torch 2.4's; with older
+# torch a compiled model keeps ATen's convolutions (Conv2d._small_images).
+if hasattr(torch.library, "custom_op"):
+    _tiled_weight_grad = torch.library.custom_op(
+        "centerloss::tiled_weight_grad", _tiled_weight_grad_eager, mutates_args=(),
+        schema="(Tensor g, Tensor x, Tensor weight, int[] padding) -> Tensor")
+
+    @_tiled_weight_grad.register_fake
+    def _(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: Sequence[int]) -> torch.Tensor:
+        return torch.empty_like(weight)
+else:
+    _tiled_weight_grad = None
+
+
 class _SmallImageConv(torch.autograd.Function):
     """A stride-1 'same' convolution without bias of small images, whose weight gradient is taken
     over the images tiled four to a picture. oneDNN's bf16 weight gradient is least efficient on
@@ -125,7 +152,7 @@ class _SmallImageConv(torch.autograd.Function):
     own padding sees, and the gaps' outputs have a zero gradient: the same sum, with more zeros
     in it, that oneDNN computes faster (LeNets++'s 128 -> 128 conv at 7 x 7, batch 256: 12.3 ->
     7.0 ms, tiling included; docs/performance.md). The forward and the input's gradient are
-    ATen's own."""
+    ATen's own. Compiled, the tiled weight gradient is the operator centerloss::tiled_weight_grad."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
@@ -142,8 +169,8 @@ class _SmallImageConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx = torch.ops.aten.convolution_backward(g, x, weight, None, *args, [True, False, False])[0]
         if ctx.needs_input_grad[1]:
-            gw = torch.ops.aten.convolution_backward(_tiles(g, ctx.padding), _tiles(x, ctx.padding),
-                                                     weight, None, *args, [False, True, False])[1]
+            tiled = _tiled_weight_grad if torch.compiler.is_compiling() else _tiled_weight_grad_eager
+            gw = tiled(g, x, weight, ctx.padding)
         return gx, gw, None
 
 
@@ -164,7 +191,8 @@ class Conv2d(nn.Conv2d):
                 and tuple(self.stride) == (1, 1) and tuple(self.dilation) == (1, 1)
                 and k[0] % 2 == 1 and k[1] % 2 == 1
                 and tuple(self.padding) == (k[0] // 2, k[1] // 2)
-                and not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export())
+                and (_tiled_weight_grad is not None or not torch.compiler.is_compiling())
+                and not torch.onnx.is_in_onnx_export())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._small_images(x):

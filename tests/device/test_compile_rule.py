@@ -7,8 +7,13 @@ from support.data import make_dataset
 from typer.testing import CliRunner
 
 from centerloss.device import accel, compile_rule
-from centerloss.device.compile_rule import (BLOCKS_COMPILE_SECONDS, BLOCKS_SAVED_SHARE,
-                                            CACHED_COMPILE_SECONDS, COMPILE_SECONDS, decide)
+from centerloss.device.compile_rule import (
+    BLOCKS_COMPILE_SECONDS,
+    BLOCKS_SAVED_SHARE,
+    CACHED_COMPILE_SECONDS,
+    COMPILE_SECONDS,
+    decide,
+)
 from centerloss.device.runtime import Runtime
 from cli.main import app
 
@@ -149,6 +154,33 @@ def test_the_compiled_block_computes_what_the_eager_one_does(precision, side):
     tol = {"rtol": 1e-4, "atol": 1e-5} if precision == "fp32" else {"rtol": 0.05, "atol": 0.02}
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager, **tol)
+
+
+@pytest.mark.skipif(not compile_rule.has_cpp_compiler(), reason="inductor needs a C++ compiler")
+@pytest.mark.skipif(not hasattr(torch.library, "custom_op"), reason="torch.library.custom_op: torch 2.4")
+def test_a_compiled_small_image_conv_takes_its_weight_gradient_over_tiles_as_eager_does():
+    """Compiled, the 7 x 7 stage's weight gradient is still the tiled one: inductor calls it as an
+    operator (the profiler sees it; eager calls the function itself) and it gives the same bits as
+    the eager _SmallImageConv; the forward and the input gradient are ATen's in both."""
+    from torch.profiler import profile
+
+    from centerloss.model.nets import Conv2d
+    torch.manual_seed(0)
+    conv = Conv2d(8, 16, 5, padding=2, bias=False).to(memory_format=torch.channels_last)
+    x = torch.randn(6, 8, 7, 7).bfloat16().contiguous(memory_format=torch.channels_last)
+    g = torch.randn(6, 16, 7, 7).bfloat16().contiguous(memory_format=torch.channels_last)
+    results = []
+    for model in (conv, torch.compile(conv, dynamic=False)):
+        conv.weight.grad = None
+        leaf = x.clone().requires_grad_()
+        with profile() as prof, torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model(leaf)
+            y.backward(g)
+        ran = {e.key for e in prof.key_averages()}
+        assert ("centerloss::tiled_weight_grad" in ran) == (model is not conv)   # eager: no dispatch
+        results.append((y.detach(), leaf.grad, conv.weight.grad.clone()))
+    (y1, gx1, gw1), (y2, gx2, gw2) = results
+    assert torch.equal(y1, y2) and torch.equal(gx1, gx2) and torch.equal(gw1, gw2)
 
 
 @pytest.mark.skipif(not compile_rule.has_cpp_compiler(), reason="inductor needs a C++ compiler")
