@@ -12,7 +12,7 @@ with the figures measured for a model on a kind of device (docs/performance.md).
 (device/compile_cache.py says whether it does). Compiling only the BatchNorm + PReLU blocks
 (model/blocks.py) saves less a step for ~18 s: of the three ways (eager, in blocks, whole), the
 rule takes the one that leaves the run shortest, so runs of two epochs of MNIST stay eager, three
-to seven compile in blocks and longer ones whole. Where a figure is missing, the rule keeps the
+compile in blocks and longer ones whole. Where a figure is missing, the rule keeps the
 eager model: it never guesses that compiling pays. It reads the config, the device, the CPU's
 flags and whether the cache holds the model, never a timing. The same command can therefore
 compile where an earlier one did not, once a compiled run filled the cache; RUN/config.yaml
@@ -32,23 +32,24 @@ from centerloss.device.runtime import Runtime, native_bf16
 # train_step, 2026-12-07 evening, a bf16 ceiling of about 2,300-2,500 GFLOP/s), a step took 87.5
 # ms eager (1,463 images/s) since PReLU's backward works on the bits and small images' convs
 # take their weight gradient over tiles (100.8 in the day's rounds, before), 67.1 ms compiled
-# whole, after ~30 s of compiling with an empty inductor cache: a compiled step takes 77% of an
-# eager one.
+# whole, after ~30 s of compiling with an empty inductor cache. Since the compiled step takes the
+# tiles too (2026-12-07, late morning, in a slower state: eager 93.6 and 93.4 ms, whole 70.5 and
+# 67.2), a compiled step takes 74% of an eager one.
 COMPILE_SECONDS = 30.0
 # The same compile once inductor's cache holds the graphs (from an earlier run): the first
 # compiled step took 2.5 s instead of 38 (2026-12-07).
 CACHED_COMPILE_SECONDS = 3.0
 EAGER_IMAGES_PER_S_PER_THREAD = {"lenetspp": 731.0}   # bf16, AMX: 1,463 on 2 threads
-SAVED_SHARE = {"lenetspp": 0.23}
+SAVED_SHARE = {"lenetspp": 0.26}
 # Compiled in blocks (model/blocks.py: each BatchNorm + PReLU, three graphs), the same machine,
 # 2026-12-07: the first step 16.2-19.1 s with an empty inductor cache (bench/compile_time.py
 # --blocks, set-up included: 18.7-21.6 s, against 37.5-39.0 s whole in the same slower state of
 # the machine, where the whole compile usually takes 30.5 s); a step at batch 128 70.9 ms in the
-# alternating rounds above (its convolutions run eagerly, tiles included): a step saves 80% of
-# what the whole compile saves. Two epochs of MNIST (120,000 images) stay eager: to 99% in 93.3 s
-# eager against 97.2 s in blocks, before the tiles.
+# alternating rounds above (its convolutions run eagerly, tiles included); 77.8 and 76.4 ms in
+# the late morning's: 0.17 and 0.18 of a step saved. Two epochs of MNIST (120,000 images) stay
+# eager: to 99% in 93.3 s eager against 97.2 s in blocks, before the tiles.
 BLOCKS_COMPILE_SECONDS = 18.0
-BLOCKS_SAVED_SHARE = {"lenetspp": 0.19}
+BLOCKS_SAVED_SHARE = {"lenetspp": 0.18}
 
 
 @dataclass(frozen=True)

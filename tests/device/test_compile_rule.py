@@ -71,8 +71,8 @@ def test_the_rule_takes_the_shortest_of_eager_blocks_and_whole(native):
                         one_epoch.note), one_epoch.note
     # under DistributedDataParallel (blocks_ok False) a run that would compile in blocks compiles
     # whole where that pays, else stays eager
-    assert decide(None, CPU_BF16, "lenetspp", 4 * 60000, **AMX).value == "blocks"
-    assert decide(None, CPU_BF16, "lenetspp", 4 * 60000, **AMX, blocks_ok=False).value is True
+    assert decide(None, CPU_BF16, "lenetspp", 3 * 60000, **AMX).value == "blocks"
+    assert decide(None, CPU_BF16, "lenetspp", 3 * 60000, **AMX, blocks_ok=False).value is True
     whole_alone = COMPILE_SECONDS * rate / share
     assert decide(None, CPU_BF16, "lenetspp", int(whole_alone * 0.9), **AMX, blocks_ok=False).value is False
 
