@@ -128,20 +128,25 @@ def _tiled_weight_grad_eager(g: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     return gw if gw.stride() == weight.stride() else torch.empty_like(weight).copy_(gw)
 
 
-# Compiled, the tiled weight gradient is an operator of its own, which inductor calls as it calls
-# ATen's convolutions: traced through, the tiling became inductor's own scatter kernels and the
-# step gained nothing (docs/performance.md). torch.library.custom_op is torch 2.4's; with older
-# torch a compiled model keeps ATen's convolutions (Conv2d._small_images).
-if hasattr(torch.library, "custom_op"):
-    _tiled_weight_grad = torch.library.custom_op(
-        "centerloss::tiled_weight_grad", _tiled_weight_grad_eager, mutates_args=(),
-        schema="(Tensor g, Tensor x, Tensor weight, int[] padding) -> Tensor")
+def _tiled_weight_grad_operator():
+    """The tiled weight gradient as an operator of its own, which inductor calls as it calls ATen's
+    convolutions: traced through, the tiling became inductor's own scatter kernels and a compiled
+    step gained nothing (docs/performance.md). None where torch lacks torch.library.custom_op as
+    torch 2.4 made it: a compiled model then keeps ATen's convolutions (Conv2d._small_images)."""
+    try:
+        op = torch.library.custom_op(
+            "centerloss::tiled_weight_grad", _tiled_weight_grad_eager, mutates_args=(),
+            schema="(Tensor g, Tensor x, Tensor weight, int[] padding) -> Tensor")
+    except (AttributeError, TypeError):
+        return None
 
-    @_tiled_weight_grad.register_fake
+    @op.register_fake
     def _(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: Sequence[int]) -> torch.Tensor:
         return torch.empty_like(weight)
-else:
-    _tiled_weight_grad = None
+    return op
+
+
+_tiled_weight_grad = _tiled_weight_grad_operator()
 
 
 class _SmallImageConv(torch.autograd.Function):

@@ -15,6 +15,7 @@ from centerloss.device.compile_rule import (
     decide,
 )
 from centerloss.device.runtime import Runtime
+from centerloss.model import nets
 from cli.main import app
 
 CPU_BF16 = Runtime(torch.device("cpu"), "bf16")
@@ -157,7 +158,7 @@ def test_the_compiled_block_computes_what_the_eager_one_does(precision, side):
 
 
 @pytest.mark.skipif(not compile_rule.has_cpp_compiler(), reason="inductor needs a C++ compiler")
-@pytest.mark.skipif(not hasattr(torch.library, "custom_op"), reason="torch.library.custom_op: torch 2.4")
+@pytest.mark.skipif(nets._tiled_weight_grad is None, reason="torch.library.custom_op: torch 2.4")
 def test_a_compiled_small_image_conv_takes_its_weight_gradient_over_tiles_as_eager_does():
     """Compiled, the 7 x 7 stage's weight gradient is still the tiled one: inductor calls it as an
     operator (the profiler sees it; eager calls the function itself) and it gives the same bits as

@@ -128,6 +128,27 @@ def test_small_image_conv_matches_aten_and_takes_the_weight_gradient_over_tiles(
     assert err["ours"] < 1e-2                               # bf16's rounding of the sum, no more
 
 
+def test_without_torch_2_4s_custom_op_a_compiled_model_keeps_atens_convolutions(monkeypatch):
+    """torch.library.custom_op as torch 2.4 made it (a function and a schema) is what the compiled
+    tiles need; where torch lacks it, no operator, and a compiling model's convs stay ATen's."""
+    from centerloss.model import nets
+
+    def old_custom_op(name, *, mutates_args):           # torch 2.4's nightlies: no fn, no schema
+        raise AssertionError("not reached")
+    monkeypatch.setattr(torch.library, "custom_op", old_custom_op)
+    assert nets._tiled_weight_grad_operator() is None
+    monkeypatch.delattr(torch.library, "custom_op")
+    assert nets._tiled_weight_grad_operator() is None
+    monkeypatch.setattr(nets, "_tiled_weight_grad", None)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    conv = nets.Conv2d(4, 4, 5, padding=2, bias=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not conv._small_images(torch.randn(2, 4, 7, 7, requires_grad=True))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv._small_images(torch.randn(2, 4, 7, 7, requires_grad=True))   # eager: tiles
+
+
 def test_small_image_conv_only_where_it_was_measured():
     from centerloss.model.nets import Conv2d
     conv = Conv2d(4, 4, 5, padding=2, bias=False)
