@@ -302,14 +302,19 @@ class LeNetsPP(nn.Module):
 
 
 class SeedNet(nn.Module):
-    """The seed blog's net: two 3x3 convs, then fc 256 - 128 - feature_dim - classes."""
+    """The seed blog's net: two 3x3 convs, then fc 256 - 128 - feature_dim - classes.
+
+    Each conv's max-pooling comes before its ReLU, not after as in the blog: ReLU is monotone, so
+    relu(max(x)) = max(relu(x)) and the gradients are the same too (a window whose maximum is not
+    positive passes none back either way), but ReLU then runs on a quarter of the values: a step
+    at batch 1024 on the AMX Xeon took 259 ms in fp32 and 193 this way (docs/performance.md)."""
 
     def __init__(self, num_classes: int = 10, feature_dim: int = 2, in_channels: int = 1,
                  image_size: int = 28):
         super().__init__()
         self.body = nn.Sequential(
-            Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            Conv2d(in_channels, 32, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
             Flatten(),
             nn.Linear(64 * (image_size // 4) ** 2, 256), nn.ReLU(),
             nn.Linear(256, 128), nn.ReLU())

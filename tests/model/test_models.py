@@ -87,6 +87,35 @@ def test_flatten_hands_a_channels_last_input_its_gradient_channels_last():
         assert torch.equal(Flatten()(leaf), y2)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_seed_net_pools_before_relu_and_computes_what_the_blogs_order_does(precision):
+    """The seed net's pooling before its ReLU against the blog's order (ReLU, then pooling), with
+    the same weights: the same outputs and the same gradients, bit for bit, also where windows
+    hold ties and no positive value (half the inputs below zero, a quarter exactly zero)."""
+    from torch import nn
+
+    from centerloss.model.nets import SeedNet
+    torch.manual_seed(0)
+    ours = SeedNet().to(memory_format=torch.channels_last)
+    assert [type(m) for m in ours.body[:6]] == [type(ours.body[0]), nn.MaxPool2d, nn.ReLU,
+                                               nn.Conv2d, nn.MaxPool2d, nn.ReLU]
+    blogs = SeedNet().to(memory_format=torch.channels_last)
+    blogs.load_state_dict(ours.state_dict())
+    b = blogs.body
+    b[1], b[2], b[4], b[5] = b[2], b[1], b[5], b[4]
+    x = torch.randn(8, 1, 28, 28)
+    x[:, :, ::2] = 0                                         # ties among zeros after the conv
+    x = x.contiguous(memory_format=torch.channels_last)
+    results = []
+    for net in (ours, blogs):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            features, logits = net(x)
+        (features.float().square().sum() + logits.float().sum()).backward()
+        results.append([features, logits] + [p.grad for p in net.parameters()])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 def test_tiles_put_four_images_to_a_picture_with_zero_gaps():
     from centerloss.model.nets import _tiles
     t = torch.arange(1, 6 * 2 * 3 * 3 + 1, dtype=torch.float32).view(6, 2, 3, 3)
