@@ -41,8 +41,19 @@ def test_the_view_computes_and_trains_what_the_model_does():
         outputs.append([features.detach(), logits.detach(), bn.running_mean.clone(),
                         *[p.grad.clone() for p in model.parameters()]])
     assert outputs[1][2].abs().sum() > 0            # the view updated the model's running stats
-    for a, b in zip(*outputs):
-        assert torch.equal(a, b)
+    # the model pools before the PReLUs that a pooling follows (nets.PoolFirst); the view's blocks
+    # keep each PReLU with its BatchNorm, so those slopes' gradients are the same sum in another
+    # order; everything else is the same, bit for bit
+    body = model.body
+    pooled = {id(body[i].weight) for i in range(len(body) - 1)
+              if isinstance(body[i], nn.PReLU) and isinstance(body[i + 1], nn.MaxPool2d)}
+    assert len(pooled) == 3
+    summed = [False] * 3 + [id(p) in pooled for p in model.parameters()]
+    for a, b, other_order in zip(*outputs, summed):
+        if other_order:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=0)
+        else:
+            assert torch.equal(a, b)
     model.eval()                    # switching the model switches the view's layers with it
     assert not any(m.training for m in view.modules() if isinstance(m, nn.BatchNorm2d))
 

@@ -116,6 +116,67 @@ def test_seed_net_pools_before_relu_and_computes_what_the_blogs_order_does(preci
         assert torch.equal(a, b)
 
 
+def _call_order(net: torch.nn.Module, x: torch.Tensor) -> list[str]:
+    """Which of LeNets++'s PReLUs and poolings ran, in order ('a' a PReLU, 'p' a pooling)."""
+    from torch import nn
+    order, hooks = [], []
+    for m in net.body:
+        if isinstance(m, (nn.PReLU, nn.MaxPool2d)):
+            tag = "a" if isinstance(m, nn.PReLU) else "p"
+            hooks.append(m.register_forward_pre_hook(lambda mod, args, tag=tag: order.append(tag)))
+    net(x)
+    for h in hooks:
+        h.remove()
+    return order
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_lenetspp_pools_before_a_prelu_with_nonnegative_slopes_and_computes_the_same(precision):
+    """nets.PoolFirst against the order as written (a plain Sequential of the same layers): the
+    same features, logits and input gradient bit for bit, the same parameter gradients but for
+    the pooled PReLUs' slopes, the same sum over a quarter of the positions (the others add
+    zeros) in another order."""
+    from torch import nn
+    torch.manual_seed(0)
+    ours = build_model("lenetspp").to(memory_format=torch.channels_last)
+    written = build_model("lenetspp").to(memory_format=torch.channels_last)
+    written.load_state_dict(ours.state_dict())
+    written.body = nn.Sequential(*written.body)
+    x = torch.randn(16, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    assert _call_order(ours, x) == list("apaapaapa")          # each pooling before its PReLU
+    assert _call_order(written, x) == list("aapaapaap")
+    results = []
+    for net in (ours, written):
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            features, logits = net(leaf)
+        (features.float().square().sum() + logits.float().sum()).backward()
+        results.append(dict(features=features, logits=logits, x=leaf.grad,
+                            **{n: p.grad for n, p in net.named_parameters()}))
+    pooled = {f"body.{i}.weight" for i in (5, 12, 19)}
+    assert all(isinstance(ours.body[int(n.split(".")[1])], nn.PReLU) for n in pooled)
+    for name, a in results[0].items():
+        if name in pooled:
+            torch.testing.assert_close(a, results[1][name], rtol=1e-4, atol=0)
+        else:
+            assert torch.equal(a, results[1][name]), name
+    with torch.no_grad():                                   # evaluation pools first as well
+        assert torch.equal(ours.eval()(x)[0], written.eval()(x)[0])
+
+
+def test_lenetspp_keeps_the_written_order_where_pooling_first_would_differ(monkeypatch):
+    """A negative slope makes PReLU non-monotone: that pair runs as written, the others still
+    pool first; compiling (inductor fuses the pairs its own way) keeps every pair as written."""
+    torch.manual_seed(0)
+    net = build_model("lenetspp")
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        net.body[12].weight[3] = -0.1
+    assert _call_order(net, x) == list("apaaapapa")           # the middle pair as written
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert _call_order(net, x) == list("aapaapaap")
+
+
 def test_tiles_put_four_images_to_a_picture_with_zero_gaps():
     from centerloss.model.nets import _tiles
     t = torch.arange(1, 6 * 2 * 3 * 3 + 1, dtype=torch.float32).view(6, 2, 3, 3)
