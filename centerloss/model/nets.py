@@ -278,7 +278,7 @@ class PoolFirst(nn.Sequential):
     function: eager on the CPU, while the PReLU's slopes are all at least zero. PReLU is then
     monotone, so the pooled maximum of the activations is the activation of the pooled maximum,
     and the gradient reaches the same position; PReLU runs on a quarter of the values. LeNets++'s
-    bf16 step at batch 128 on the AMX Xeon: 93.3 -> 86.0 ms (docs/performance.md). A negative
+    bf16 step at batch 128 on the AMX Xeon: 93.8 -> 85.6 ms (docs/performance.md). A negative
     slope (PReLU no longer monotone), a compile, an ONNX export or trace, and other devices (the
     test of the slopes would wait for the device) keep the order as written."""
 
@@ -290,7 +290,8 @@ class PoolFirst(nn.Sequential):
         while i < len(layers):
             layer = layers[i]
             if (swap and i + 1 < len(layers) and isinstance(layer, nn.PReLU)
-                    and isinstance(layers[i + 1], nn.MaxPool2d) and bool((layer.weight >= 0).all())):
+                    and isinstance(layers[i + 1], nn.MaxPool2d) and not layers[i + 1].return_indices
+                    and bool((layer.weight >= 0).all())):
                 x = layer(layers[i + 1](x))
                 i += 2
             else:
