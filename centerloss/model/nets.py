@@ -117,14 +117,18 @@ def _tiles(t: torch.Tensor, gap: Sequence[int]) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
+def _stride1(padding: Sequence[int]) -> tuple:
+    """aten.convolution_backward's arguments after the bias sizes for a stride-1, undilated,
+    ungrouped convolution with this padding."""
+    return [1, 1], list(padding), [1, 1], False, [0, 0], 1
+
+
 def _tiled_weight_grad_eager(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                              padding: Sequence[int]) -> torch.Tensor:
     """The weight gradient of a stride-1 convolution with this padding, taken over the images and
     their output gradients tiled (_tiles), laid out as the weight is."""
-    padding = list(padding)
     gw = torch.ops.aten.convolution_backward(_tiles(g, padding), _tiles(x, padding), weight, None,
-                                             [1, 1], padding, [1, 1], False, [0, 0], 1,
-                                             [False, True, False])[1]
+                                             *_stride1(padding), [False, True, False])[1]
     return gw if gw.stride() == weight.stride() else torch.empty_like(weight).copy_(gw)
 
 
@@ -169,10 +173,10 @@ class _SmallImageConv(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         x, weight = ctx.saved_tensors
-        args = ([1, 1], ctx.padding, [1, 1], False, [0, 0], 1)
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = torch.ops.aten.convolution_backward(g, x, weight, None, *args, [True, False, False])[0]
+            gx = torch.ops.aten.convolution_backward(g, x, weight, None, *_stride1(ctx.padding),
+                                                     [True, False, False])[0]
         if ctx.needs_input_grad[1]:
             tiled = _tiled_weight_grad if torch.compiler.is_compiling() else _tiled_weight_grad_eager
             gw = tiled(g, x, weight, ctx.padding)
