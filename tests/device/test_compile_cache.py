@@ -84,7 +84,8 @@ def test_on_compiled_runs_once_after_the_first_full_batch(monkeypatch):
     assert calls == [1]
 
 
-def test_a_run_the_rule_compiles_in_blocks_says_so_and_leaves_their_marker(tmp_path, monkeypatch):
+def test_a_run_the_rule_compiles_in_blocks_says_so_and_leaves_their_marker(tmp_path, monkeypatch,
+                                                                          blocks_pay):
     from centerloss.device import compile_rule
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     compiled = []
@@ -98,8 +99,6 @@ def test_a_run_the_rule_compiles_in_blocks_says_so_and_leaves_their_marker(tmp_p
     monkeypatch.setattr(compile_rule, "has_cpp_compiler", lambda: True)
     monkeypatch.setitem(compile_rule.EAGER_IMAGES_PER_S_PER_THREAD, "lenetspp",
                         0.8 / torch.get_num_threads())
-    monkeypatch.setitem(compile_rule.SAVED_SHARE, "lenetspp", 0.23)   # where blocks pay (test_compile_rule)
-    monkeypatch.setitem(compile_rule.BLOCKS_SAVED_SHARE, "lenetspp", 0.19)
     data = make_dataset(tmp_path / "data", n_train=96, n_test=32)
     cfg = Config(model="lenetspp", epochs=1, batch_size=32, data_dir=str(data), precision="bf16")
     train(cfg, tmp_path / "ruled")

@@ -47,14 +47,6 @@ def test_a_long_lenetspp_run_in_bf16_on_amx_compiles_and_a_short_one_does_not(na
     assert not decide(None, CPU_BF16, "lenetspp", 60000, **AMX).on         # one epoch: not repaid
 
 
-@pytest.fixture
-def blocks_pay(monkeypatch):
-    """A machine where compiling in blocks pays between eager and whole: the AMX Xeon's figures
-    before the eager model pooled first (docs/performance.md)."""
-    monkeypatch.setitem(compile_rule.SAVED_SHARE, "lenetspp", 0.23)
-    monkeypatch.setitem(BLOCKS_SAVED_SHARE, "lenetspp", 0.19)
-
-
 def test_the_rule_takes_the_shortest_of_eager_blocks_and_whole(native, blocks_pay):
     """Eager below the blocks' break-even, in blocks between it and where the whole compile's
     larger saving repays its longer compile, whole beyond."""

@@ -91,7 +91,8 @@ def test_flatten_hands_a_channels_last_input_its_gradient_channels_last():
 def test_seed_net_pools_before_relu_and_computes_what_the_blogs_order_does(precision):
     """The seed net's pooling before its ReLU against the blog's order (ReLU, then pooling), with
     the same weights: the same outputs and the same gradients, bit for bit, also where windows
-    hold ties and no positive value (half the inputs below zero, a quarter exactly zero)."""
+    hold ties (every other row of the input zero, so the conv gives equal values there) and no
+    positive value."""
     from torch import nn
 
     from centerloss.model.nets import SeedNet
